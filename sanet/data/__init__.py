@@ -1,0 +1,1 @@
+"""Benchmarks: real-layout loaders and the synthetic benchmark generator."""
