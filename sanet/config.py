@@ -1,0 +1,302 @@
+"""Parameters: the schema of `params.yaml`, profiles, `--set` overrides and start-up validation.
+
+Every stage reads its settings through `load_params`, so a wrong key, type or range stops the run before any work,
+with a message that names the key and what is allowed. The top-level sections of `params.yaml` hold the paper's
+settings (SANet, BMVC 2023, section 4.2); `profile` names a set of overrides from `profiles` that is applied on top
+(`paper` applies none), and `--set key.sub=value` overrides are applied last. Every profile is validated at start-up,
+not only the active one, so a broken profile cannot hide until somebody switches to it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sanet.data.benchmarks import BENCHMARKS
+
+PAPER_PROFILE = "paper"
+DEFAULT_PARAMS_FILE = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """Invalid parameters: the message names every offending key and what it allows."""
+
+
+class _Section(BaseModel):
+    # strict: a string where a number belongs is an error, not a silent conversion; unknown keys are errors.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _check_benchmark(name: str) -> str:
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; allowed: {', '.join(BENCHMARKS)}")
+    return name
+
+
+class DataParams(_Section):
+    """Where the benchmarks live and which are used; the paper trains on Market-1501 only."""
+
+    root: str = "data"
+    train: str = "market1501"
+    evaluate: list[str] = Field(default_factory=lambda: list(BENCHMARKS), min_length=1)
+    workers: int = Field(4, ge=0, le=64)
+
+    @field_validator("train")
+    @classmethod
+    def _train_known(cls, value: str) -> str:
+        return _check_benchmark(value)
+
+    @field_validator("evaluate")
+    @classmethod
+    def _evaluate_known(cls, value: list[str]) -> list[str]:
+        for name in value:
+            _check_benchmark(name)
+        if len(set(value)) != len(value):
+            raise ValueError("lists a benchmark twice")
+        return value
+
+
+class SynthMarketParams(_Section):
+    """Market-1501-style split sizes of the synthetic benchmark."""
+
+    train_ids: int = Field(64, ge=2, le=750)
+    test_ids: int = Field(64, ge=2, le=750)
+    distractors: int = Field(40, ge=0)
+    junk: int = Field(30, ge=0)
+
+
+class SynthDukeParams(_Section):
+    """DukeMTMC-reID-style split sizes; gallery-only identities play Duke's distractor identities."""
+
+    train_ids: int = Field(48, ge=2, le=702)
+    test_ids: int = Field(48, ge=2, le=702)
+    gallery_only_ids: int = Field(12, ge=0, le=400)
+
+
+class SynthPartialParams(_Section):
+    """Partial-REID and Partial-iLIDS sizes."""
+
+    partial_reid_ids: int = Field(30, ge=2, le=999)
+    partial_reid_images: int = Field(3, ge=1, le=20, description="whole, partial and occluded images per identity")
+    partial_ilids_ids: int = Field(40, ge=2, le=999)
+
+
+class SynthParams(_Section):
+    """The synthetic benchmark (DESIGN section 3); `sanet synth --out data` with these values reproduces data.dvc."""
+
+    seed: int = Field(0, ge=0)
+    image_height: int = Field(128, ge=64, le=512)
+    image_width: int = Field(64, ge=32, le=256)
+    jpeg_quality: int = Field(92, ge=50, le=100)
+    market: SynthMarketParams = SynthMarketParams()
+    duke: SynthDukeParams = SynthDukeParams()
+    partial: SynthPartialParams = SynthPartialParams()
+
+
+class InputParams(_Section):
+    """Network input size; the paper resizes every image to 384 x 128."""
+
+    height: int = Field(384, ge=32, le=1024)
+    width: int = Field(128, ge=16, le=512)
+
+    @model_validator(mode="after")
+    def _multiple_of_32(self) -> InputParams:
+        for key in ("height", "width"):
+            if getattr(self, key) % 32:
+                raise ValueError(f"{key} must be a multiple of 32 (the backbone's largest stride)")
+        return self
+
+
+class AFEParams(_Section):
+    """Adaptive Feature Enhancement: `layers` x 3 scale cells; paper 5 layers, 3x3 refinement (Table 4: 3/7, 1/5)."""
+
+    layers: int = Field(5, ge=1, le=16)
+    kernel: int = Field(3, ge=1, le=9)
+
+    @field_validator("kernel")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("must be odd (1, 3, 5, ...) so that the refinement keeps the feature size")
+        return value
+
+
+class ModelParams(_Section):
+    """Architecture; `variant` selects the Table 3 ablation (hpnet, global, fixed_fe, sanet)."""
+
+    variant: Literal["hpnet", "global", "fixed_fe", "sanet"] = "sanet"
+    backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet50"
+    pretrained: str = Field("imagenet", min_length=1, description="imagenet, none, or a path to a weight file")
+    afe: AFEParams = AFEParams()
+
+
+class LossParams(_Section):
+    """Loss weights (paper: triplet 0.1, the others 1)."""
+
+    id_weight: float = Field(1.0, ge=0)
+    triplet_weight: float = Field(0.1, ge=0)
+    triplet_margin: float = Field(0.3, gt=0)
+    focal_weight: float = Field(1.0, ge=0)
+    focal_gamma: float = Field(2.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+class TrainParams(_Section):
+    """Optimisation (paper: SGD, lr 0.01, batch 64 = 16 identities x 4 images, 150 epochs)."""
+
+    epochs: int = Field(150, ge=1)
+    batch_size: int = Field(64, ge=2)
+    instances_per_id: int = Field(4, ge=1)
+    optimizer: Literal["sgd"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+
+    @model_validator(mode="after")
+    def _batch_divisible(self) -> TrainParams:
+        if self.batch_size % self.instances_per_id:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of instances_per_id ({self.instances_per_id})"
+            )
+        return self
+
+
+class Params(_Section):
+    """The resolved parameters every stage receives (profile and overrides applied)."""
+
+    profile: str = PAPER_PROFILE
+    seed: int = Field(0, ge=0)
+    data: DataParams = DataParams()
+    synth: SynthParams = SynthParams()
+    input: InputParams = InputParams()
+    model: ModelParams = ModelParams()
+    loss: LossParams = LossParams()
+    train: TrainParams = TrainParams()
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Return `base` with `override` merged in: nested mappings merge, everything else replaces."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split `key.sub=value` into its key path and its YAML-parsed value (`3` is an int, `[a, b]` a list)."""
+    key, sep, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise ConfigError(f"--set {text!r}: expected key.sub=value, for example --set model.afe.layers=3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc.problem})") from None
+    return parts, value
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply `--set` overrides to a raw parameter tree; unknown keys are left for validation to name."""
+    result = copy.deepcopy(dict(raw))
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = result
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                prefix = ".".join(parts[: depth + 1])
+                raise ConfigError(f"--set {text!r}: {prefix} is a value ({child!r}), not a section with keys")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Params
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return model
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return None
+    return model
+
+
+def _describe(error: dict[str, Any], overridden: set[str]) -> str:
+    loc = tuple(p for p in error["loc"] if p not in ("function-after",))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        parent = _section_at(loc[:-1])
+        allowed = ", ".join(parent.model_fields) if parent else "none"
+        message = f"unknown key; allowed keys here: {allowed}"
+    else:
+        message = error["msg"].removeprefix("Value error, ")
+        if "input" in error and error["type"] not in ("missing",) and not isinstance(error["input"], dict):
+            message += f" (got {error['input']!r})"
+    source = " [from --set]" if key in overridden else ""
+    return f"  {key}: {message}{source}"
+
+
+def _validate(tree: Mapping[str, Any], origin: str, overridden: set[str]) -> Params:
+    try:
+        return Params.model_validate(tree)
+    except ValidationError as exc:
+        lines = [_describe(e, overridden) for e in exc.errors()]
+        raise ConfigError(f"{origin} is invalid:\n" + "\n".join(lines)) from None
+
+
+def resolve(raw: Mapping[str, Any], overrides: Iterable[str] = (), origin: str = "params.yaml") -> Params:
+    """Validate a raw parameter tree: every profile, then the active profile with `overrides` applied."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{origin} is invalid: expected a mapping of sections, got {type(raw).__name__}")
+    overrides = list(overrides)
+    overridden = {".".join(parse_override(text)[0]) for text in overrides}
+    tree = apply_overrides(raw, overrides)
+    profiles = tree.get("profiles") or {}
+    if not isinstance(profiles, Mapping):
+        raise ConfigError(f"{origin} is invalid:\n  profiles: must map profile names to overrides")
+    _validate(raw, origin, set())  # the paper settings themselves, before any profile
+    for name, override in profiles.items():
+        if not isinstance(override, Mapping):
+            raise ConfigError(f"{origin} is invalid:\n  profiles.{name}: must be a mapping of overrides")
+        if "profile" in override or "profiles" in override:
+            raise ConfigError(f"{origin} is invalid:\n  profiles.{name}: a profile cannot set profile or profiles")
+        _validate(deep_merge(raw, override), f"{origin} (profile {name!r})", set())
+    active = tree.get("profile", PAPER_PROFILE)
+    if active != PAPER_PROFILE and active not in profiles:
+        allowed = ", ".join([PAPER_PROFILE, *profiles])
+        source = " [from --set]" if "profile" in overridden else ""
+        raise ConfigError(f"{origin} is invalid:\n  profile: unknown profile {active!r}; allowed: {allowed}{source}")
+    if active != PAPER_PROFILE:
+        # Overrides win over the profile: re-apply them after merging it in.
+        tree = apply_overrides(deep_merge(tree, profiles[active]), overrides)
+    return _validate(tree, origin, overridden)
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS_FILE, overrides: Iterable[str] = ()) -> Params:
+    """Read, merge and validate `params.yaml`; raises ConfigError naming every offending key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"parameter file {path} not found (run from the repository root or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return resolve(raw, overrides, origin=str(path))
+
+
+def to_yaml(params: Params) -> str:
+    """The resolved parameters as YAML (what a run actually used), without the profile definitions."""
+    return yaml.safe_dump(params.model_dump(exclude={"profiles"}), sort_keys=False)
