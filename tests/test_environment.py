@@ -1,0 +1,110 @@
+"""The locked environment: lock files, the installed packages, the Makefile, CI and the Dockerfile agree."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+REPO = Path(__file__).resolve().parents[1]
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;]+)$")
+
+
+def _lock(name: str) -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for line in (REPO / name).read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = PIN.match(line)
+        assert match, f"{name}: not an exact pin: {line!r}"
+        pins[canonicalize_name(match.group(1))] = match.group(3)
+    return pins
+
+
+RUNTIME = _lock("requirements.lock")
+DEV = _lock("requirements-dev.lock")
+
+
+def test_lock_pins_the_required_stack() -> None:
+    assert RUNTIME["torch"] == "2.14.1" and RUNTIME["torchvision"] == "0.29.1"
+    for name in (
+        "mlflow",
+        "kfp",
+        "dvc",
+        "dvc-s3",
+        "optuna",
+        "optuna-integration",
+        "pandas",
+        "boto3",
+        "pydantic",
+        "tqdm",
+        "matplotlib",
+    ):
+        assert name in RUNTIME, name
+    for name in ("pytest", "hypothesis", "ruff", "moto", "flask"):  # flask: moto[server]'s extra
+        assert name in DEV, name
+    assert RUNTIME["mlflow"].split(".")[0] == "3"
+
+
+def test_dev_lock_is_the_runtime_lock_plus_tools() -> None:
+    mismatched = {n: (v, DEV.get(n)) for n, v in RUNTIME.items() if DEV.get(n) != v}
+    assert not mismatched
+
+
+def test_every_project_dependency_is_locked() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for spec in project["dependencies"]:
+        req = Requirement(spec)
+        name = canonicalize_name(req.name)
+        assert name in RUNTIME, f"{name} is not in requirements.lock"
+        assert req.specifier.contains(RUNTIME[name], prereleases=True), f"{name}: {req.specifier} vs lock"
+
+
+def test_installed_environment_matches_the_lock() -> None:
+    wrong = {}
+    for name, version in DEV.items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = None
+        if installed is None or installed.split("+")[0] != version.split("+")[0]:
+            wrong[name] = (version, installed)
+    assert not wrong, f"run `make install`: {wrong}"
+
+
+def test_makefile_ci_and_dockerfile_install_from_the_locks() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    assert "--no-deps -r requirements-dev.lock" in makefile
+    assert re.search(r"^test: install", makefile, re.M) and re.search(r"^demo: install", makefile, re.M)
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "make test" in ci
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "--no-deps -r requirements.lock" in dockerfile
+    base = re.search(r"^FROM (\S+)", dockerfile, re.M)
+    assert base and re.fullmatch(r"python:3\.11\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base.group(1))
+    pip_pin = re.search(r"PIP_VERSION := (\S+)", makefile)
+    assert pip_pin and f"pip=={pip_pin.group(1)}" in dockerfile  # same pip in both
+
+
+def test_dockerignore_keeps_data_and_environments_out() -> None:
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    ignore = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert ignore[0] == "*"  # deny by default: data/, .venv, mlflow.db never reach the build context
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    dockerfile = (REPO / "Dockerfile").read_text()
+    copied = {p.rstrip("/") for line in re.findall(r"^COPY (.+) \S+$", dockerfile, re.M) for p in line.split()}
+    assert copied <= allowed, copied - allowed
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    """The image cannot be built here (no Docker engine); hadolint (from the dev lock) checks what it can."""
+    hadolint = Path(sys.executable).with_name("hadolint")
+    result = subprocess.run([str(hadolint), str(REPO / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
