@@ -10,6 +10,7 @@ not only the active one, so a broken profile cannot hide until somebody switches
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,21 @@ DEFAULT_PARAMS_FILE = Path("params.yaml")
 
 class ConfigError(ValueError):
     """Invalid parameters: the message names every offending key and what it allows."""
+
+
+class _YAMLLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but `5e-4` is a float (YAML 1.2) rather than the string YAML 1.1 makes of it."""
+
+
+_YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_YAMLLoader)  # a SafeLoader subclass: no arbitrary objects
 
 
 class _Section(BaseModel):
@@ -198,7 +214,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not all(parts):
         raise ConfigError(f"--set {text!r}: expected key.sub=value, for example --set model.afe.layers=3")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc.problem})") from None
     return parts, value
@@ -291,7 +307,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS_FILE, overrides: Iterable[str]
     if not path.is_file():
         raise ConfigError(f"parameter file {path} not found (run from the repository root or pass --params)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = _load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     return resolve(raw, overrides, origin=str(path))

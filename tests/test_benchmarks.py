@@ -420,9 +420,9 @@ def test_errors_are_value_errors() -> None:
 def test_statistics_rows(market_root: Path, partial_reid_root: Path) -> None:
     rows = Market1501(market_root).statistics()
     assert rows == [
-        {"benchmark": "market1501", "split": "train", "identities": 3, "images": 4, "cameras": 4},
-        {"benchmark": "market1501", "split": "query", "identities": 2, "images": 2, "cameras": 2},
-        {"benchmark": "market1501", "split": "gallery", "identities": 3, "images": 3, "cameras": 2},
+        {"benchmark": "market1501", "split": "train", "identities": 3, "images": 4, "cameras": 4, "junk": 0},
+        {"benchmark": "market1501", "split": "query", "identities": 2, "images": 2, "cameras": 2, "junk": 0},
+        {"benchmark": "market1501", "split": "gallery", "identities": 3, "images": 3, "cameras": 2, "junk": 2},
     ]
     partial = PartialREID(partial_reid_root).statistics()
     assert [row["split"] for row in partial] == ["query", "gallery"]
@@ -432,22 +432,23 @@ def test_statistics_rows(market_root: Path, partial_reid_root: Path) -> None:
         "identities": 3,
         "images": 4,
         "cameras": 1,
+        "junk": 0,
     }
 
 
 def test_format_statistics_is_an_aligned_table() -> None:
     rows = [
-        {"benchmark": "market1501", "split": "train", "identities": 751, "images": 12936, "cameras": 6},
-        {"benchmark": "partial_ilids_o", "split": "gallery", "identities": 119, "images": 119, "cameras": 1},
+        {"benchmark": "market1501", "split": "gallery", "identities": 751, "images": 15913, "cameras": 6, "junk": 3819},
+        {"benchmark": "partial_ilids_o", "split": "gallery", "identities": 119, "images": 119, "cameras": 1, "junk": 0},
     ]
     lines = format_statistics(rows).splitlines()
     assert len(lines) == 4
-    assert lines[0].split() == ["benchmark", "split", "identities", "images", "cameras"]
+    assert lines[0].split() == ["benchmark", "split", "identities", "images", "cameras", "junk"]
     assert set(lines[1]) <= {"-", " "}
-    assert lines[2].split() == ["market1501", "train", "751", "12936", "6"]
-    assert lines[3].split() == ["partial_ilids_o", "gallery", "119", "119", "1"]
+    assert lines[2].split() == ["market1501", "gallery", "751", "15913", "6", "3819"]
+    assert lines[3].split() == ["partial_ilids_o", "gallery", "119", "119", "1", "0"]
     # numbers are right-aligned under their header, text columns start at the same offset
-    for header in ("identities", "images", "cameras"):
+    for header in ("identities", "images", "cameras", "junk"):
         end = lines[0].index(header) + len(header)
         assert lines[2][end - 1] != " " and lines[3][end - 1] != " "
-    assert lines[2].index("train") == lines[3].index("gallery") == lines[0].index("split")
+    assert lines[2].index("gallery") == lines[3].index("gallery") == lines[0].index("split")

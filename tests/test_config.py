@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sanet.config import ConfigError, Params, apply_overrides, load_params, parse_override, resolve
 
@@ -128,6 +131,8 @@ def test_override_values_are_yaml_typed() -> None:
     assert parse_override("a=0.5") == (["a"], 0.5)
     assert parse_override("a=[x, y]") == (["a"], ["x", "y"])
     assert parse_override("a=none") == (["a"], "none")
+    assert parse_override("a=5e-4") == (["a"], 0.0005)  # YAML 1.2 floats, not YAML 1.1 strings
+    assert parse_override("a=1E+2") == (["a"], 100.0)
 
 
 def test_override_cannot_descend_into_a_value(raw: dict) -> None:
@@ -139,3 +144,23 @@ def test_resolved_params_are_immutable(raw: dict) -> None:
     params = resolve(raw)
     with pytest.raises(Exception, match="frozen"):
         params.model.afe.layers = 7  # type: ignore[misc]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(layers=st.integers(1, 16), kernel=st.integers(0, 4).map(lambda k: 2 * k + 1), weight=st.floats(0, 10))
+def test_any_value_in_range_is_accepted_as_given(raw: dict, layers: int, kernel: int, weight: float) -> None:
+    overrides = [f"model.afe.layers={layers}", f"model.afe.kernel={kernel}", f"loss.triplet_weight={weight!r}"]
+    params = resolve(raw, overrides)
+    assert (params.model.afe.layers, params.model.afe.kernel) == (layers, kernel)
+    assert params.loss.triplet_weight == weight
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kernel=st.integers(-10, 10).filter(lambda k: k < 1 or k % 2 == 0), layers=st.integers(-5, 0))
+def test_any_value_out_of_range_is_rejected(raw: dict, kernel: int, layers: int) -> None:
+    for override, key in (
+        (f"model.afe.kernel={kernel}", "model.afe.kernel"),
+        (f"model.afe.layers={layers}", "model.afe.layers"),
+    ):
+        with pytest.raises(ConfigError, match=rf"  {re.escape(key)}: "):
+            resolve(raw, [override])

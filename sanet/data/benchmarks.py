@@ -34,6 +34,7 @@ read on a terminal without a traceback.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,7 +208,7 @@ def read_image(path: str | Path) -> Image.Image:
 # --------------------------------------------------------------------------------------------------------
 
 
-class ReIDBenchmark:
+class ReIDBenchmark(ABC):
     """A person re-ID benchmark read from its published folder layout under a data root.
 
     Subclasses declare where the splits live (:attr:`layout`) and how a file name gives a person id and a
@@ -246,9 +247,9 @@ class ReIDBenchmark:
 
     # ---- subclass hooks ------------------------------------------------------------------------------
 
+    @abstractmethod
     def _label(self, path: Path, split: str) -> tuple[int, int] | None:
         """Return ``(pid, camid)`` for an image file, or ``None`` if the protocol drops it as junk."""
-        raise NotImplementedError
 
     # ---- layout --------------------------------------------------------------------------------------
 
@@ -328,8 +329,9 @@ class ReIDBenchmark:
     def statistics(self) -> list[dict[str, str | int]]:
         """One row per split of this benchmark (evaluation-only sets have no train row).
 
-        Keys: ``benchmark, split, identities, images, cameras``. Identities count distinct person ids, so the
-        Market-1501 gallery's distractor id 0 counts as one identity, as in the published numbers.
+        Keys: ``benchmark, split, identities, images, cameras, junk``. Identities count distinct person ids, so
+        the Market-1501 gallery's distractor id 0 counts as one identity, as in the published numbers; ``junk``
+        is the number of images the protocol dropped from that split (person id -1).
         """
         rows: list[dict[str, str | int]] = []
         for entry in self.layout:
@@ -341,6 +343,7 @@ class ReIDBenchmark:
                     "identities": ids,
                     "images": images,
                     "cameras": cams,
+                    "junk": self.junk[entry.split],
                 }
             )
         return rows
@@ -584,7 +587,7 @@ def available_benchmarks(root: str | Path) -> list[str]:
     return names
 
 
-_COLUMNS: tuple[str, ...] = ("benchmark", "split", "identities", "images", "cameras")
+_COLUMNS: tuple[str, ...] = ("benchmark", "split", "identities", "images", "cameras", "junk")
 
 
 def format_statistics(rows: Sequence[dict[str, str | int]]) -> str:
