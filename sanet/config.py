@@ -182,6 +182,24 @@ class TrainParams(_Section):
         return self
 
 
+class RerankParams(_Section):
+    """k-reciprocal re-ranking (Zhong et al., CVPR 2017); off in the paper's protocol."""
+
+    enabled: bool = False
+    k1: int = Field(20, ge=1)
+    k2: int = Field(6, ge=1)
+    lambda_value: float = Field(0.3, ge=0, le=1)
+
+
+class EvaluationParams(_Section):
+    """How query-gallery distances are computed and ranked (paper Eq. 7 is `distance: part`)."""
+
+    distance: Literal["part", "euclidean", "cosine"] = "part"
+    max_rank: int = Field(50, ge=10)
+    chunk_mib: int = Field(256, ge=1, description="memory budget of one distance or ranking chunk, in MiB")
+    rerank: RerankParams = RerankParams()
+
+
 class Params(_Section):
     """The resolved parameters every stage receives (profile and overrides applied)."""
 
@@ -193,6 +211,7 @@ class Params(_Section):
     model: ModelParams = ModelParams()
     loss: LossParams = LossParams()
     train: TrainParams = TrainParams()
+    evaluation: EvaluationParams = EvaluationParams()
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 

@@ -71,6 +71,8 @@ def test_load_params_reads_the_file(tmp_path: Path, raw: dict) -> None:
         ("train.batch_size=30", "train", "multiple of instances_per_id"),
         ("input.width=100", "input", "multiple of 32"),
         ("data.evaluate=[market1501, nope]", "data.evaluate", "unknown benchmark 'nope'"),
+        ("evaluation.distance=l1", "evaluation.distance", "'part', 'euclidean' or 'cosine'"),
+        ("evaluation.rerank.lambda_value=1.5", "evaluation.rerank.lambda_value", "less than or equal to 1"),
     ],
 )
 def test_invalid_values_stop_with_the_key_named(raw: dict, override: str, key: str, fragment: str) -> None:
