@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 DEFAULT_CHUNK_BYTES = 256 * 2**20
-_TEMPORARIES = 4  # (chunk, G) buffers alive at once in part_distance: the part's distance, the sum, the count, a mask
+_TEMPORARIES = 2  # (chunk, G) buffers in part_distance besides its output: the part's distance (then the count), a mask
 
 
 def query_chunk_size(num_gallery: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES, buffers: int = _TEMPORARIES) -> int:
@@ -83,22 +83,27 @@ def part_distance(
     unshared = unshared_distance(q_feats, g_feats)
     q_vis = q_vis.bool().float()
     g_vis = g_vis.bool().float()
-    g_parts = [g_feats[:, i].contiguous() for i in range(num_parts)]
+    # Strided views, not copies: a part's (N, D) slice has unit stride along D, which BLAS takes as it is.
+    g_parts = [g_feats[:, i] for i in range(num_parts)]
     g_sq = [_squared_norms(g) for g in g_parts]
-    rows = query_chunk_size(num_g, chunk_bytes)
+    rows = min(num_q, query_chunk_size(num_g, chunk_bytes))
+    dist_buffer = torch.empty(rows, num_g, dtype=torch.float32, device=q_feats.device)
     for start in range(0, num_q, rows):
         stop = min(start + rows, num_q)
-        total = out[start:stop]
+        total, dist = out[start:stop], dist_buffer[: stop - start]
         total.zero_()
-        count = torch.zeros_like(total)
         for i in range(num_parts):
-            q = q_feats[start:stop, i].contiguous()
-            qv, gv = q_vis[start:stop, i], g_vis[:, i]
-            # ||q||^2 + ||g||^2 - 2 q.g in one GEMM pass plus one broadcast add, then the root of its positive part.
-            dist = torch.addmm(g_sq[i][None, :], q, g_parts[i].T, alpha=-2.0)
+            q = q_feats[start:stop, i]
+            # ||q||^2 + ||g||^2 - 2 q.g: one GEMM into the reused buffer and one broadcast add; then the root of its
+            # positive part, zeroed on the rows of queries that do not show the part, summed over the visible
+            # gallery columns.
+            torch.addmm(g_sq[i][None, :], q, g_parts[i].T, alpha=-2.0, out=dist)
             dist.add_(_squared_norms(q)[:, None]).clamp_(min=0.0).sqrt_()
-            total.add_(dist.mul_(gv[None, :]).mul_(qv[:, None]))
-            count.addr_(qv, gv)
+            hidden = torch.nonzero(q_vis[start:stop, i] == 0).flatten()
+            if len(hidden):
+                dist.index_fill_(0, hidden, 0.0)
+            total.addcmul_(dist, g_vis[None, :, i])
+        count = torch.mm(q_vis[start:stop], g_vis.T, out=dist)  # parts visible in both: a (chunk, P) x (P, G) product
         unseen = count == 0
         total.div_(count.clamp_(min=1.0)).masked_fill_(unseen, unshared)
     return out

@@ -229,13 +229,13 @@ def _match_ranks(
     ranks = left - (removed[:, None, :] < matches[:, :, None]).sum(axis=2)
 
     present = np.arange(width)[None, :] < counts[:, None]
-    for row in np.nonzero(((right - left != 1) & present).any(axis=1))[0].tolist():
-        n = int(counts[row])
-        row_values = dist[row].cpu().numpy()
-        equal = row_values[None, :] == matches[row, :n, None]  # (n, G): entries at each match's distance
-        equal[:, index[row][junk[row]]] = False
-        before = np.arange(len(row_values))[None, :] < match_index[row, :n, None]
-        ranks[row, :n] += np.count_nonzero(equal & before, axis=1)
+    # Ties: add the kept entries at the match's distance with a smaller gallery index (one pass per tied match).
+    tied_rows, tied_ks = np.nonzero((right - left != 1) & present)
+    for row, k in zip(tied_rows.tolist(), tied_ks.tolist(), strict=True):
+        value, position = matches[row, k], match_index[row, k]
+        row_values = dist[row, :position].cpu().numpy()
+        same_camera = junk[row] & (index[row] < position) & (values[row] == value)
+        ranks[row, k] += np.count_nonzero(row_values == value) - np.count_nonzero(same_camera)
     return ranks, counts
 
 
