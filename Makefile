@@ -9,13 +9,14 @@ BIN := $(VENV)/bin
 PIP_VERSION := 25.3
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
+PIFPAF_STAMP := $(VENV)/.pifpaf-installed
 # pip's messages about the local wheel mirror's missing folders are noise; everything else is shown.
 QUIET_MIRROR := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help install test lint format demo lock clean
+.PHONY: help install pifpaf test lint format demo lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -30,7 +31,13 @@ $(STAMP): requirements-dev.lock pyproject.toml
 	$(BIN)/python -m pip check
 	@touch $@
 
-test: install  ## run the test suite
+pifpaf: $(PIFPAF_STAMP)  ## build (once per machine, cached) and install OpenPifPaf for the mask stage
+
+$(PIFPAF_STAMP): $(STAMP) tools/build_pifpaf.sh
+	tools/build_pifpaf.sh $(BIN)/python
+	@touch $@
+
+test: install pifpaf  ## run the test suite
 	$(BIN)/pytest
 
 lint: install  ## ruff: lint and formatting
@@ -47,6 +54,9 @@ demo: install  ## generate the synthetic benchmark (as pinned by data.dvc) and p
 	@# `dvc commit` without --force stores data/ in the DVC cache only if it is exactly what data.dvc pins.
 	@$(BIN)/dvc commit --quiet data.dvc || { echo "data/ differs from what data.dvc pins (see README, Data)"; exit 1; }
 	$(BIN)/dvc status data.dvc
+	$(BIN)/dvc repro masks
+	$(BIN)/sanet masks --preview reports/masks_preview.png
+	$(BIN)/dvc status
 
 lock:  ## re-resolve requirements*.lock from requirements*.in (needs the package index)
 	@test -x .lockenv/bin/uv || { $(PYTHON) -m venv .lockenv && .lockenv/bin/pip install --quiet uv==$(UV_VERSION); }
@@ -57,4 +67,4 @@ LOCK_FLAGS = --python-version 3.11 --python-platform x86_64-manylinux_2_28 --ind
 	--extra-index-url file:///opt/pypi-more/simple --find-links /opt/wheels --no-header --quiet
 
 clean:  ## remove the environment and generated outputs (not data/)
-	rm -rf $(VENV) .lockenv .pytest_cache .ruff_cache reports/synthetic_preview.png
+	rm -rf $(VENV) .lockenv .pytest_cache .ruff_cache reports/synthetic_preview.png reports/masks_preview.png

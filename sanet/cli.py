@@ -17,6 +17,8 @@ import sanet  # noqa: F401  (sets the no-telemetry environment before mlflow or 
 from sanet.config import DEFAULT_PARAMS_FILE, ConfigError, Params, load_params, to_yaml
 from sanet.data.benchmarks import BenchmarkError, available_benchmarks, build_benchmark, format_statistics
 from sanet.data.synthetic import OverwriteError, write_contact_sheet, write_synthetic
+from sanet.masks.errors import MasksError  # torch-free: OpenPifPaf is imported only when a run needs it
+from sanet.model import WeightsError  # torch-free: the model itself is imported by the commands that need it
 
 EXIT_USAGE = 2
 
@@ -69,6 +71,62 @@ def cmd_config_show(args: argparse.Namespace, params: Params) -> int:
     return 0
 
 
+def cmd_model_summary(args: argparse.Namespace, params: Params) -> int:
+    """Print parameters and MACs of every variant, and of every AFE layers x kernel setting."""
+    from sanet.model.cost import format_costs, model_costs  # imports torch: only when this command runs
+
+    height, width = (args.height or params.input.height), (args.width or params.input.width)
+    model = params.model
+    print(
+        f"# {model.backbone}, input {height}x{width}, AFE width {model.afe.width}, "
+        f"segmentation head {model.mfe.seg_channels} channels; classifiers not counted; "
+        f"sanet GMACs: mean per image over {args.batch} random images (the route is data-dependent)"
+    )
+    rows = model_costs(model, (height, width), args.layers, args.kernels, args.variants, batch=args.batch)
+    print(format_costs(rows))
+    return 0
+
+
+def cmd_model_check(args: argparse.Namespace, params: Params) -> int:
+    """Build the model as the parameters say, weights included: a pre-flight check before training."""
+    from sanet.model import build_model  # imports torch: only when this command runs
+    from sanet.model.cost import count_parameters
+
+    model = build_model(params, num_classes=args.num_classes)
+    print(
+        f"{params.model.variant} on {params.model.backbone} (weights: {params.model.pretrained}): "
+        f"{count_parameters(model) / 1e6:.2f} M parameters without the classifiers"
+    )
+    return 0
+
+
+def cmd_masks(args: argparse.Namespace, params: Params) -> int:
+    """Compute and store the part masks of the chosen benchmarks, print their coverage and speed; and/or overlays."""
+    from sanet.masks.coverage import format_coverage
+    from sanet.masks.stage import run_masks, write_masks_preview
+
+    if args.benchmark is not None:
+        report = run_masks(params, args.benchmark, root=args.root, out_dir=args.out, progress=not args.quiet)
+        out = args.out if args.out is not None else params.masks.out_dir
+        print(
+            f"stored the part masks of {report.images} images ({len(report.folders)} image folders of "
+            f"{', '.join(report.benchmarks)}) in {out}: {report.store_bytes / 1e6:.1f} MB"
+        )
+        print(format_coverage(report.coverage))
+        print(f"images in which {report.source} found nobody (empty masks): {report.no_person}")
+        if report.not_listed:
+            print(f"images the keypoint file does not list (empty masks): {report.not_listed}")
+        print(f"coverage written to {report.coverage_file}")
+        print(
+            f"speed: {report.images_per_second:.1f} images/s ({report.images} images in {report.seconds:.1f} s, "
+            f"source {report.source}, device {report.device})"
+        )
+    if args.preview is not None:
+        path = write_masks_preview(params, args.preview, args.benchmark or "all", root=args.root, out_dir=args.out)
+        print(f"wrote the mask overlays {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(prog="sanet", description="SANet partial person re-identification benchmark")
@@ -92,6 +150,29 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
     show = config_sub.add_parser("show", parents=[common], help="print the resolved, validated parameters")
     show.set_defaults(func=cmd_config_show)
+
+    model = sub.add_parser("model", help="the SANet model")
+    model_sub = model.add_subparsers(dest="model_command", required=True, metavar="COMMAND")
+    summary = model_sub.add_parser("summary", parents=[common], help="parameters and MACs of every variant")
+    variants = ["hpnet", "global", "fixed_fe", "sanet"]
+    summary.add_argument("--layers", type=int, nargs="+", default=[3, 5, 7], choices=range(1, 17), metavar="N")
+    summary.add_argument("--kernels", type=int, nargs="+", default=[1, 3, 5], choices=[1, 3, 5, 7, 9], metavar="K")
+    summary.add_argument("--variants", nargs="+", default=variants, choices=variants, metavar="VARIANT")
+    summary.add_argument("--height", type=int, help="input height (default: input.height)")
+    summary.add_argument("--width", type=int, help="input width (default: input.width)")
+    summary.add_argument("--batch", type=int, default=2, choices=range(1, 65), metavar="B", help="images per count")
+    summary.set_defaults(func=cmd_model_summary)
+    check = model_sub.add_parser("check", parents=[common], help="build the model and load its weights (pre-flight)")
+    check.add_argument("--num-classes", type=int, default=751, help="training identities (default 751, Market-1501)")
+    check.set_defaults(func=cmd_model_check)
+
+    masks = sub.add_parser("masks", parents=[common], help="part masks from keypoints (head, upper, lower, feet, body)")
+    masks.add_argument("--benchmark", metavar="NAME|all", help="compute and store the masks of one benchmark, or all")
+    masks.add_argument("--root", type=Path, help="folder holding the benchmark folders (default: data.root)")
+    masks.add_argument("--out", type=Path, help="mask store folder (default: masks.out_dir)")
+    masks.add_argument("--preview", type=Path, metavar="FILE.png", help="write a grid of images with their masks")
+    masks.add_argument("--quiet", action="store_true", help="no progress bar")
+    masks.set_defaults(func=cmd_masks)
     return parser
 
 
@@ -100,11 +181,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "synth" and args.out is None and args.preview is None:
         parser.error("synth needs --out DIR, --preview FILE.png, or both")
+    if args.command == "masks" and args.benchmark is None and args.preview is None:
+        parser.error("masks needs --benchmark NAME|all, --preview FILE.png, or both")
     func: Callable[[argparse.Namespace, Params], int] = args.func
     try:
         params = load_params(args.params, args.overrides)
         return func(args, params)
-    except (ConfigError, BenchmarkError, OverwriteError) as exc:
+    except (ConfigError, BenchmarkError, OverwriteError, WeightsError, MasksError) as exc:
         print(f"sanet {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # output piped into `head` and friends: not an error of ours

@@ -114,6 +114,41 @@ class SynthParams(_Section):
     partial: SynthPartialParams = SynthPartialParams()
 
 
+class PifPafParams(_Section):
+    """OpenPifPaf, the keypoint detector behind the paper's part masks (used when masks.source is openpifpaf)."""
+
+    checkpoint: str = Field(
+        "weights/openpifpaf/shufflenetv2k16-210820-232500-cocokp-slurm726069-edge513-o10s-7189450a.pkl",
+        min_length=1,
+        description="a COCO-17 (cocokp) checkpoint file you provide; nothing is downloaded",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available")
+    batch_size: int = Field(1, ge=1, le=256, description="1: no square padding (fastest on a CPU); more on a GPU")
+    long_edge: int = Field(321, ge=65, le=2049, description="images are rescaled to this long edge before detection")
+
+
+class MasksParams(_Section):
+    """Part masks from COCO-17 keypoints (DESIGN section 4, sanet/masks/part_masks.py for the geometry)."""
+
+    source: Literal["openpifpaf", "coco_json", "synthetic"] = "openpifpaf"
+    coco_json: str = Field("", description="COCO keypoints file for source coco_json; file names relative to data.root")
+    min_confidence: float = Field(0.3, ge=0, le=1, description="keypoints below this confidence count as missing")
+    min_area: float = Field(0.005, ge=0, lt=1, description="a part covering less of the image counts as not visible")
+    # Stored size: 4x the mask head (24 x 8 at the paper's 384 x 128 input), so that flips and crops applied to the
+    # masks together with the image still leave enough detail to downsample to the head's size afterwards.
+    height: int = Field(96, ge=8, le=1024)
+    width: int = Field(32, ge=8, le=1024)
+    out_dir: str = Field("masks", min_length=1, description="mask store folder (a DVC output)")
+    coverage_file: str = Field("reports/masks_coverage.json", min_length=1, description="coverage metric (JSON)")
+    openpifpaf: PifPafParams = PifPafParams()
+
+    @model_validator(mode="after")
+    def _coco_json_named(self) -> MasksParams:
+        if self.source == "coco_json" and not self.coco_json:
+            raise ValueError("source coco_json needs coco_json: the path of a COCO keypoints file")
+        return self
+
+
 class InputParams(_Section):
     """Network input size; the paper resizes every image to 384 x 128."""
 
@@ -133,6 +168,11 @@ class AFEParams(_Section):
 
     layers: int = Field(5, ge=1, le=16)
     kernel: int = Field(3, ge=1, le=9)
+    # Not in the paper (see sanet/model/afe.py): Dynamic Routing's widths, its Gumbel-softmax settings, a residual.
+    width: int = Field(128, ge=4, le=1024, description="channels of the stride-8 cells; x2 at stride 16, x4 at 32")
+    temperature: float = Field(1.0, gt=0, le=100, description="Gumbel-softmax temperature during training")
+    hard: bool = Field(False, description="straight-through one-hot Gumbel samples in training (soft if false)")
+    residual: bool = Field(True, description="add the AFE output to its layer3 input (zero-initialised)")
 
     @field_validator("kernel")
     @classmethod
@@ -142,6 +182,13 @@ class AFEParams(_Section):
         return value
 
 
+class MFEParams(_Section):
+    """Multi-branch Feature Extension: per-branch segmentation head and the feature used at test time."""
+
+    seg_channels: int = Field(256, ge=1, le=4096, description="hidden channels of the two-conv segmentation head")
+    test_feature: Literal["pre_bn", "post_bn"] = Field("pre_bn", description="pre_bn is F of paper Eq. 4")
+
+
 class ModelParams(_Section):
     """Architecture; `variant` selects the Table 3 ablation (hpnet, global, fixed_fe, sanet)."""
 
@@ -149,6 +196,16 @@ class ModelParams(_Section):
     backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet50"
     pretrained: str = Field("imagenet", min_length=1, description="imagenet, none, or a path to a weight file")
     afe: AFEParams = AFEParams()
+    mfe: MFEParams = MFEParams()
+    imagenet_weights: Literal["IMAGENET1K_V1", "IMAGENET1K_V2"] = Field(
+        "IMAGENET1K_V1", description="which torchvision ImageNet file `pretrained: imagenet` reads (V2: resnet50 only)"
+    )
+
+    @model_validator(mode="after")
+    def _weights_exist(self) -> ModelParams:
+        if self.imagenet_weights == "IMAGENET1K_V2" and self.backbone != "resnet50":
+            raise ValueError(f"imagenet_weights IMAGENET1K_V2 exists for resnet50 only (backbone is {self.backbone})")
+        return self
 
 
 class LossParams(_Section):
@@ -160,6 +217,11 @@ class LossParams(_Section):
     focal_weight: float = Field(1.0, ge=0)
     focal_gamma: float = Field(2.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    # Not in the paper (see sanet/losses.py).
+    focal_alpha: float = Field(0.25, ge=0, le=1, description="weight of mask pixels (RetinaNet's 0.25; 0.5: equal)")
+    mask_target: Literal["soft", "binary"] = Field(
+        "soft", description="mask labels area-averaged to the mask size, kept soft or thresholded at 0.5"
+    )
 
 
 class TrainParams(_Section):
@@ -207,6 +269,7 @@ class Params(_Section):
     seed: int = Field(0, ge=0)
     data: DataParams = DataParams()
     synth: SynthParams = SynthParams()
+    masks: MasksParams = MasksParams()
     input: InputParams = InputParams()
     model: ModelParams = ModelParams()
     loss: LossParams = LossParams()

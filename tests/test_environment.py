@@ -108,3 +108,27 @@ def test_dockerfile_passes_hadolint() -> None:
     hadolint = Path(sys.executable).with_name("hadolint")
     result = subprocess.run([str(hadolint), str(REPO / "Dockerfile")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_openpifpaf_is_built_from_the_pinned_sdist_and_installed() -> None:
+    """openpifpaf-vita is not in the locks (it is built from source, see tools/build_pifpaf.sh); `make test` installs
+    it through `make pifpaf`, and every one of its runtime requirements is pinned in requirements.lock."""
+    from sanet.masks.pifpaf import PIFPAF_PACKAGE, PIFPAF_VERSION
+
+    script = (REPO / "tools" / "build_pifpaf.sh").read_text()
+    assert f"VERSION={PIFPAF_VERSION}" in script and re.search(r"^SHA256=[0-9a-f]{64}$", script, re.M)
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^test: install pifpaf", makefile, re.M) and "tools/build_pifpaf.sh" in makefile
+    assert canonicalize_name(PIFPAF_PACKAGE) not in RUNTIME
+    try:
+        dist = metadata.distribution(PIFPAF_PACKAGE)
+    except metadata.PackageNotFoundError:
+        raise AssertionError(f"{PIFPAF_PACKAGE} is not installed: run `make pifpaf`") from None
+    assert dist.version == PIFPAF_VERSION
+    for spec in dist.requires or []:
+        req = Requirement(spec)
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue  # an optional extra (training, backbones, docs): not needed to predict
+        name = canonicalize_name(req.name)
+        assert name in RUNTIME, f"{PIFPAF_PACKAGE} needs {name}, which requirements.lock does not pin"
+        assert req.specifier.contains(RUNTIME[name], prereleases=True), f"{name}: {req.specifier} vs the lock"

@@ -1,0 +1,76 @@
+"""Coverage of the stored masks: per benchmark split, the fraction of images in which each part is visible.
+
+It is the mask stage's DVC metric and its sanity check: whole-body galleries should show nearly every part, while
+partial query sets (crops, occlusions) show fewer lower bodies and feet. A source that finds nobody shows up as a
+high ``no_person`` count and low fractions everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from sanet.masks.store import MaskStore
+from sanet.parts import PARTS
+
+__all__ = ["Coverage", "compute_coverage", "format_coverage", "write_coverage"]
+
+Coverage = dict[str, dict[str, dict[str, float | int]]]
+"""{benchmark: {split: {"images": n, "no_person": k, "head": fraction, ..., "global": fraction}}}."""
+
+
+def compute_coverage(store: MaskStore, splits: Mapping[str, Mapping[str, Sequence[str]]]) -> Coverage:
+    """Coverage of each benchmark split, given its image keys ({benchmark: {split: [path relative to root]}})."""
+    result: Coverage = {}
+    for benchmark, by_split in splits.items():
+        result[benchmark] = {}
+        for split, keys in by_split.items():
+            visible = np.zeros((len(keys), len(PARTS)), dtype=bool)
+            no_person = 0
+            for i, key in enumerate(keys):
+                folder, _, name = key.rpartition("/")
+                stored = store.folder(folder)
+                row = stored.rows[name]
+                visible[i] = stored.visible[row]
+                no_person += row in stored.no_person_rows
+            fractions = visible.mean(axis=0) if len(keys) else np.zeros(len(PARTS))
+            entry: dict[str, float | int] = {"images": len(keys), "no_person": no_person}
+            entry.update({part: round(float(f), 4) for part, f in zip(PARTS, fractions, strict=True)})
+            result[benchmark][split] = entry
+    return result
+
+
+def format_coverage(coverage: Coverage) -> str:
+    """An aligned table: one row per benchmark split, the percentage of images showing each part."""
+    header = ["benchmark", "split", "images", "no_person", *PARTS]
+    rows = [header]
+    for benchmark, by_split in coverage.items():
+        for split, entry in by_split.items():
+            rows.append(
+                [benchmark, split, str(entry["images"]), str(entry["no_person"])]
+                + [f"{100 * float(entry[p]):.1f}%" for p in PARTS]
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def write_coverage(path: str | Path, coverage: Coverage) -> Path:
+    """Write the coverage as JSON (sorted keys, so that an unchanged result leaves the file unchanged), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(coverage, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.replace(tmp, path)
+    return path

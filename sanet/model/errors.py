@@ -1,0 +1,7 @@
+"""The model package's expected failures, importable without torch (the CLI catches them at start-up cost zero)."""
+
+from __future__ import annotations
+
+
+class WeightsError(RuntimeError):
+    """Backbone weights that cannot be used: a missing file (named, with where to put it) or mismatched keys."""
