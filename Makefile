@@ -13,6 +13,8 @@ PIFPAF_STAMP := $(VENV)/.pifpaf-installed
 # pip's messages about the local wheel mirror's missing folders are noise; everything else is shown.
 QUIET_MIRROR := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
+# dvc.yaml's stages call `sanet`: recipes find it (and dvc) in the environment without activating it.
+export PATH := $(abspath $(BIN)):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 

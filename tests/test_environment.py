@@ -132,3 +132,17 @@ def test_openpifpaf_is_built_from_the_pinned_sdist_and_installed() -> None:
         name = canonicalize_name(req.name)
         assert name in RUNTIME, f"{PIFPAF_PACKAGE} needs {name}, which requirements.lock does not pin"
         assert req.specifier.contains(RUNTIME[name], prereleases=True), f"{name}: {req.specifier} vs the lock"
+
+
+def test_make_recipes_find_the_environments_commands() -> None:
+    """dvc.yaml's stages run `sanet ...`: under `make demo`, DVC must find it without an activated environment."""
+    shown = subprocess.run(
+        ["make", "--no-print-directory", "--eval", "show-path:\n\t@echo $$PATH", "show-path"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert shown.stdout.strip().split(":")[0] == str(REPO / ".venv" / "bin")
+    assert "sanet masks" in (REPO / "dvc.yaml").read_text()
