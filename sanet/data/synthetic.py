@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from sanet.atomic import atomic_write
 from sanet.config import SynthParams
 
 GENERATOR_VERSION = 1
@@ -890,10 +891,6 @@ def contact_sheet(params: SynthParams, identities: int = 6, cell_height: int = 1
 
 
 def write_contact_sheet(path: str | Path, params: SynthParams) -> Path:
-    """Save `contact_sheet` as a PNG (written to a temporary name, then renamed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    contact_sheet(params).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    """Save `contact_sheet` as a PNG, atomically."""
+    sheet = contact_sheet(params)
+    return atomic_write(path, lambda handle: sheet.save(handle, format="PNG"))

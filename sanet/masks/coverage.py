@@ -8,13 +8,12 @@ high ``no_person`` count and low fractions everywhere.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from sanet.atomic import atomic_write
 from sanet.masks.store import MaskStore
 from sanet.parts import PARTS
 
@@ -66,11 +65,5 @@ def format_coverage(coverage: Coverage) -> str:
 
 def write_coverage(path: str | Path, coverage: Coverage) -> Path:
     """Write the coverage as JSON (sorted keys, so that an unchanged result leaves the file unchanged), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(coverage, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(coverage, indent=2, sort_keys=True) + "\n"
+    return atomic_write(path, lambda handle: handle.write(text.encode()))

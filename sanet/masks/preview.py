@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from sanet.atomic import atomic_write
 from sanet.data.benchmarks import read_image
 from sanet.masks.store import MaskStore
 from sanet.parts import LOCAL_PARTS, PARTS
@@ -103,8 +104,6 @@ def render_preview(
 def write_preview(
     path: str | Path, store: MaskStore, root: str | Path, splits: Mapping[str, Sequence[str]], **kw
 ) -> Path:
-    """Render :func:`render_preview` and save it as PNG (parent folders are created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    render_preview(store, root, splits, **kw).save(path, format="PNG")
-    return path
+    """Render :func:`render_preview` and save it as PNG, atomically (parent folders are created)."""
+    image = render_preview(store, root, splits, **kw)
+    return atomic_write(path, lambda handle: image.save(handle, format="PNG"))

@@ -33,14 +33,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sanet.atomic import atomic_write
 from sanet.masks.errors import MasksError
 from sanet.parts import NUM_PARTS, PARTS
 
@@ -50,18 +49,6 @@ FORMAT_VERSION = 1
 INDEX_FILE = "index.json"
 #: Per-image outcome of the keypoint source: a person was used; nobody was found; the source does not list the image.
 STATUSES = ("person", "no_person", "not_listed")
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through `write(file_object)` into a temporary file beside `path`, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_folder(
@@ -97,8 +84,8 @@ def write_folder(
     kps = np.ascontiguousarray(keypoints, dtype=np.float32)
     digest = hashlib.sha256(packed.tobytes() + kps.tobytes()).hexdigest()[:16]
     names = {"masks": f"masks.{digest}.npy", "keypoints": f"keypoints.{digest}.npy"}
-    _atomic_write(target / names["masks"], lambda f: np.save(f, packed))
-    _atomic_write(target / names["keypoints"], lambda f: np.save(f, kps))
+    atomic_write(target / names["masks"], lambda f: np.save(f, packed))
+    atomic_write(target / names["keypoints"], lambda f: np.save(f, kps))
     index = {
         "format": FORMAT_VERSION,
         "folder": folder,
@@ -113,7 +100,7 @@ def write_folder(
         "files": list(files),
     }
     text = json.dumps(index, indent=1) + "\n"
-    _atomic_write(target / INDEX_FILE, lambda f: f.write(text.encode()))
+    atomic_write(target / INDEX_FILE, lambda f: f.write(text.encode()))
     for stale in [*target.glob("masks.*.npy"), *target.glob("keypoints.*.npy")]:
         if stale.name not in names.values():
             stale.unlink(missing_ok=True)
