@@ -219,21 +219,57 @@ class LossParams(_Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     # Not in the paper (see sanet/losses.py).
     focal_alpha: float = Field(0.25, ge=0, le=1, description="weight of mask pixels (RetinaNet's 0.25; 0.5: equal)")
-    mask_target: Literal["soft", "binary"] = Field(
-        "soft", description="mask labels area-averaged to the mask size, kept soft or thresholded at 0.5"
+    mask_target: Literal["any", "soft", "binary"] = Field(
+        "any", description="mask label per stride-16 cell: any label pixel (any), area average (soft) or binary"
     )
 
 
+class LRFactors(_Section):
+    """Learning-rate multipliers: layers initialised from the backbone's weights versus layers new to SANet."""
+
+    pretrained: float = Field(1.0, ge=0, description="stem..layer3 and every branch's layer4 copy")
+    new: float = Field(1.0, ge=0, description="AFE, segmentation heads, BNNecks, classifiers")
+
+
+class TemperatureSchedule(_Section):
+    """Gumbel-softmax temperature over training, from `model.afe.temperature` to `final` (adaptive AFE only)."""
+
+    schedule: Literal["constant", "linear", "exponential"] = "constant"
+    final: float = Field(1.0, gt=0, le=100, description="temperature at the last epoch (linear, exponential)")
+
+
 class TrainParams(_Section):
-    """Optimisation (paper: SGD, lr 0.01, batch 64 = 16 identities x 4 images, 150 epochs)."""
+    """Optimisation (paper: SGD, lr 0.01, batch 64 = 16 identities x 4 images, 150 epochs).
+
+    `batch_size` is the global batch: under `torchrun --nproc_per_node=N` every process takes batch_size / N images
+    (whole identities: the identities of one step are split between the processes).
+    """
 
     epochs: int = Field(150, ge=1)
-    batch_size: int = Field(64, ge=2)
+    batch_size: int = Field(64, ge=2, description="global batch (all processes together)")
     instances_per_id: int = Field(4, ge=1)
     optimizer: Literal["sgd"] = "sgd"
     lr: float = Field(0.01, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
+    nesterov: bool = False
+    lr_factors: LRFactors = LRFactors()
+    scheduler: Literal["step", "cosine"] = Field("step", description="decay after the warm-up")
+    milestones: list[int] = Field(default_factory=lambda: [60, 120], description="step: epochs where lr x= gamma")
+    gamma: float = Field(0.1, gt=0, le=1)
+    min_lr_factor: float = Field(0.01, ge=0, le=1, description="cosine: final lr as a fraction of lr")
+    warmup_epochs: float = Field(10, ge=0, description="linear warm-up from warmup_factor x lr (may be fractional)")
+    warmup_factor: float = Field(0.1, gt=0, le=1)
+    temperature: TemperatureSchedule = TemperatureSchedule()
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="CUDA only; auto: bf16 where supported")
+    channels_last: bool = Field(True, description="CUDA only")
+    compile: bool = Field(False, description="torch.compile the model")
+    sync_bn: bool = Field(False, description="SyncBatchNorm across processes (CUDA with several processes only)")
+    deterministic: bool = Field(False, description="deterministic algorithms (bit-identical reruns; slower)")
+    out_dir: str = Field("outputs/train", min_length=1, description="checkpoints and the trained model")
+    log_every: int = Field(10, ge=1, description="steps between logged training metrics")
+    eval_every: int = Field(0, ge=0, description="epochs between validations on data.train's query set; 0: at the end")
+    eval_untrained: bool = Field(True, description="also evaluate the network before training (the learning baseline)")
 
     @model_validator(mode="after")
     def _batch_divisible(self) -> TrainParams:
@@ -241,7 +277,53 @@ class TrainParams(_Section):
             raise ValueError(
                 f"batch_size ({self.batch_size}) must be a multiple of instances_per_id ({self.instances_per_id})"
             )
+        if self.milestones != sorted(set(self.milestones)) or any(m < 1 for m in self.milestones):
+            raise ValueError(f"milestones must be increasing positive epochs, got {self.milestones}")
         return self
+
+
+class ColorJitterParams(_Section):
+    """Colour jitter (the paper's "colour improvement"): random factors in [1 - x, 1 + x], hue in [-hue, hue]."""
+
+    p: float = Field(0.5, ge=0, le=1, description="probability of jittering an image")
+    brightness: float = Field(0.2, ge=0, le=1)
+    contrast: float = Field(0.15, ge=0, le=1)
+    saturation: float = Field(0.1, ge=0, le=1)
+    hue: float = Field(0.0, ge=0, le=0.5)
+
+
+class RandomErasingParams(_Section):
+    """Random erasing (Zhong et al. 2020); not in the paper, off by default. Erased pixels leave the part masks."""
+
+    p: float = Field(0.0, ge=0, le=1)
+    min_area: float = Field(0.02, gt=0, le=1)
+    max_area: float = Field(0.4, gt=0, le=1)
+    min_aspect: float = Field(0.3, gt=0, le=1, description="aspect ratios in [min_aspect, 1 / min_aspect]")
+
+    @model_validator(mode="after")
+    def _area_order(self) -> RandomErasingParams:
+        if self.min_area > self.max_area:
+            raise ValueError(f"min_area ({self.min_area}) must not exceed max_area ({self.max_area})")
+        return self
+
+
+class AugmentParams(_Section):
+    """Training augmentations (paper section 4.2: flipping, colour, random cropping); masks move with the image."""
+
+    flip: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
+    pad: int = Field(10, ge=0, le=64, description="pixels of zero padding on each side before the random crop")
+    color_jitter: ColorJitterParams = ColorJitterParams()
+    random_erasing: RandomErasingParams = RandomErasingParams()
+
+
+class TrackingParams(_Section):
+    """MLflow. The environment variable MLFLOW_TRACKING_URI, when set, overrides `uri`."""
+
+    uri: str = Field("sqlite:///mlflow.db", min_length=1)
+    experiment: str = Field("sanet", min_length=1, description="experiment of the benchmark pipeline's runs")
+    system_metrics: bool = Field(True, description="CPU, memory (and GPU) usage every system_metrics_interval s")
+    system_metrics_interval: float = Field(10.0, gt=0)
+    log_model: bool = Field(True, description="log the trained model (pyfunc: images -> features, visibility)")
 
 
 class RerankParams(_Section):
@@ -259,6 +341,7 @@ class EvaluationParams(_Section):
     distance: Literal["part", "euclidean", "cosine"] = "part"
     max_rank: int = Field(50, ge=10)
     chunk_mib: int = Field(256, ge=1, description="memory budget of one distance or ranking chunk, in MiB")
+    batch_size: int = Field(128, ge=1, le=4096, description="images per feature-extraction batch")
     rerank: RerankParams = RerankParams()
 
 
@@ -274,7 +357,9 @@ class Params(_Section):
     model: ModelParams = ModelParams()
     loss: LossParams = LossParams()
     train: TrainParams = TrainParams()
+    augment: AugmentParams = AugmentParams()
     evaluation: EvaluationParams = EvaluationParams()
+    tracking: TrackingParams = TrackingParams()
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 

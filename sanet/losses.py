@@ -10,9 +10,14 @@
   mask size (the paper's DS).
 
 Mask labels are a float tensor (B, 5, H, W) in [0, 1], in `sanet.parts.PARTS` order, at any resolution. They are
-area-averaged to the mask size (adaptive average pooling, which repeats values when the label is smaller), then
-kept soft (`loss.mask_target: soft`) or thresholded at 0.5 (`binary`); for binary labels already at the mask size,
-as the mask stage writes them, the two are the same. The soft focal loss is |t - p|^gamma x BCE(p, t), weighted by
+downsampled to the mask size (stride 16) in one of three ways (`loss.mask_target`):
+- `any` (default): a cell is 1 when it holds a label pixel above 0.5. This keeps the mask consistent with the
+  presence rule below: a present part has at least one target cell at 1, so a branch that learns its mask predicts
+  visibility (Eq. 5: a probability above 0.5) exactly for the parts the image shows. Area-based targets break that
+  at stride 16: a head or feet covering less than half of every cell gets no cell above 0.5 even when fully visible
+  (on the demo's 128 x 64 input, a cell is 16 x 16 pixels of a person about 20 pixels wide).
+- `soft`: the area average (adaptive average pooling, which repeats values when the label is smaller);
+- `binary`: the area average thresholded at 0.5. The soft focal loss is |t - p|^gamma x BCE(p, t), weighted by
 alpha t + (1 - alpha)(1 - t); for binary t this is exactly Lin et al.'s. It is averaged over pixels.
 
 Choices of ours: a part is *present* in an image when its full-resolution label has a pixel above 0.5. A part missing
@@ -42,10 +47,17 @@ if TYPE_CHECKING:
 PRESENCE_THRESHOLD = 0.5
 
 
-def downsample_masks(labels: Tensor, size: tuple[int, int], target: str = "soft") -> Tensor:
-    """(B, P, H, W) labels -> (B, P, h, w) by area averaging; `binary` thresholds the result at 0.5."""
-    if target not in ("soft", "binary"):
-        raise ValueError(f"mask target must be soft or binary, got {target!r}")
+MASK_TARGETS = ("any", "soft", "binary")
+
+
+def downsample_masks(labels: Tensor, size: tuple[int, int], target: str = "any") -> Tensor:
+    """(B, P, H, W) labels -> (B, P, h, w): `any` marks a cell holding a label pixel above 0.5 (binary); `soft` is
+    the area average, `binary` the area average thresholded at 0.5."""
+    if target not in MASK_TARGETS:
+        raise ValueError(f"mask target must be one of {', '.join(MASK_TARGETS)}, got {target!r}")
+    if target == "any":
+        present = (labels > PRESENCE_THRESHOLD).to(labels.dtype)
+        return present if tuple(labels.shape[-2:]) == tuple(size) else F.adaptive_max_pool2d(present, size)
     out = labels if tuple(labels.shape[-2:]) == tuple(size) else F.adaptive_avg_pool2d(labels, size)
     return (out >= 0.5).to(labels.dtype) if target == "binary" else out
 
@@ -102,7 +114,7 @@ class SANetLoss(nn.Module):
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         label_smoothing: float = 0.0,
-        mask_target: str = "soft",
+        mask_target: str = "any",
     ) -> None:
         super().__init__()
         self.id_weight, self.triplet_weight, self.focal_weight = id_weight, triplet_weight, focal_weight

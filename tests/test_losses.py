@@ -78,15 +78,20 @@ def test_mask_labels_are_downsampled_from_any_resolution() -> None:
     labels = torch.zeros(1, 2, 8, 4)
     labels[0, 0, :4] = 1.0  # top half
     labels[0, 1, 0, 0] = 1.0  # one pixel of 32
-    soft = downsample_masks(labels, (4, 2))
+    soft = downsample_masks(labels, (4, 2), "soft")
     assert soft.shape == (1, 2, 4, 2)
     assert torch.equal(soft[0, 0], torch.tensor([[1.0, 1.0], [1.0, 1.0], [0.0, 0.0], [0.0, 0.0]]))
     assert soft[0, 1, 0, 0].item() == pytest.approx(0.25)
     binary = downsample_masks(labels, (4, 2), "binary")
     assert binary[0, 1].sum().item() == 0.0 and torch.equal(binary[0, 0], soft[0, 0])
-    assert downsample_masks(labels, (16, 8)).shape == (1, 2, 16, 8)  # a smaller label is repeated
+    assert downsample_masks(labels, (16, 8), "soft").shape == (1, 2, 16, 8)  # a smaller label is repeated
     assert torch.equal(part_presence(labels), torch.tensor([[True, True]]))
-    with pytest.raises(ValueError, match="soft or binary"):
+    # any: the one-pixel part still marks its cell, so a present part always has a target cell at 1
+    anywhere = downsample_masks(labels, (4, 2))
+    assert torch.equal(anywhere[0, 0], soft[0, 0])
+    assert anywhere[0, 1, 0, 0].item() == 1.0 and anywhere[0, 1].sum().item() == 1.0
+    assert torch.equal(downsample_masks(labels, (16, 8)).amax(dim=(2, 3)) > 0.5, part_presence(labels))
+    with pytest.raises(ValueError, match="any, soft, binary"):
         downsample_masks(labels, (4, 2), "fuzzy")
 
 

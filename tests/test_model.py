@@ -365,5 +365,5 @@ def test_model_summary_command(capsys: pytest.CaptureFixture[str], monkeypatch: 
     argv = ["model", "summary", "--layers", "3", "--kernels", "1", "--variants", "global", "sanet", *overrides]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "resnet18, input 128x64" in out
+    assert "resnet18, input 64x32" in out
     assert [line.split()[0] for line in out.splitlines()[2:]] == ["global", "sanet"]

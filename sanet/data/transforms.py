@@ -1,0 +1,304 @@
+"""Image decoding and the transforms that turn a stored image and its part masks into network inputs and labels.
+
+Training augments the image and its five part masks together (paper section 4.2: flipping, random cropping, colour),
+so that the segmentation heads learn masks that sit where the person's parts are in the augmented image:
+
+1. resize the image to the network input (bilinear, antialiased) and the masks to the same size (nearest). The
+   stored masks are a grid over the whole original image whatever its aspect ratio, so both fill the input exactly;
+2. horizontal flip (both);
+3. zero padding on every side and a random crop back to the input size at the same offset (both);
+4. colour jitter (image only: colours do not move body parts);
+5. random erasing (Zhong et al.): a rectangle of random pixels; it is also cleared from every mask, because those
+   pixels no longer show the person;
+6. ImageNet normalisation of the image, and area averaging of the masks over ``label_stride`` x ``label_stride``
+   blocks into soft labels in [0, 1].
+
+Every random choice is drawn from the ``torch.Generator`` passed in, never from a global generator, so that a given
+seed gives the same sample in the main process, in any DataLoader worker and in a resumed run. The draws are kept
+in a :class:`TrainSample` (:meth:`TrainTransform.sample`) that :meth:`TrainTransform.apply` replays, so tests and
+previews can see and set exactly what was done.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from torch import Tensor
+from torchvision.io import ImageReadMode, read_file
+from torchvision.io import decode_image as _decode
+from torchvision.transforms import InterpolationMode
+
+from sanet.config import AugmentParams
+from sanet.data.benchmarks import CorruptImageError
+from sanet.parts import NUM_PARTS
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ColorFactors",
+    "EraseBox",
+    "TestTransform",
+    "TrainSample",
+    "TrainTransform",
+    "decode_image",
+    "normalize",
+    "resize_image",
+    "resize_masks",
+]
+
+#: Per-channel RGB mean and standard deviation of ImageNet, which the pretrained backbone expects.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+#: Tries at drawing an erasing rectangle that fits the image before giving up (Zhong et al. use up to 100).
+ERASE_ATTEMPTS = 10
+
+# torchvision's C++ errors start with "function, /path/to/file.cpp:123, "; the reason is what follows.
+_CPP_PREFIX = re.compile(r"^[^,\n]*, [^,\n]*\.(?:cpp|cc|h|cu):\d+, ")
+_DEPRECATED = "The image decoding and encoding capabilities of TorchVision are deprecated"
+
+
+def decode_image(path: str | Path) -> Tensor:
+    """Read and fully decode an image file into a uint8 (3, h, w) RGB tensor.
+
+    Uses torchvision's decoders (several times faster than PIL for JPEG, which matters in training workers). A
+    missing, truncated or non-image file raises :class:`CorruptImageError` naming the path and the reason, in the
+    same words as :func:`sanet.data.benchmarks.read_image`, so a bad file among thousands can be found and replaced.
+    """
+
+    def corrupt(reason: str) -> CorruptImageError:
+        return CorruptImageError(f"cannot read the image\n  {path}\nreason: {reason}")
+
+    try:
+        with warnings.catch_warnings():
+            # torchvision 0.29 deprecates its decoders in favour of TorchCodec, which is not a dependency; the pinned
+            # torchvision keeps them. Revisit (TorchCodec or PIL) when torchvision is upgraded past them.
+            warnings.filterwarnings("ignore", message=_DEPRECATED, category=DeprecationWarning)
+            image = _decode(read_file(str(path)), mode=ImageReadMode.RGB)
+    except (RuntimeError, OSError, ValueError) as exc:
+        reason = _CPP_PREFIX.sub("", str(exc).strip()) or type(exc).__name__
+        raise corrupt(reason) from exc
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise corrupt(f"decoded to shape {tuple(image.shape)}, not a single RGB image")
+    if image.dtype != torch.uint8:  # e.g. a 16-bit PNG
+        image = TF.to_dtype(image, torch.uint8, scale=True)
+    return image
+
+
+def resize_image(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """uint8 (3, h, w) -> uint8 (3, H, W), bilinear with antialiasing (shared by training and test)."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return TF.resize(image, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
+
+
+def resize_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
+    """(P, mh, mw) {0, 1} masks -> uint8 (P, H, W) by nearest neighbour.
+
+    The stored masks are a grid over the image: mask cell (i, j) covers the image rows [i h / mh, (i + 1) h / mh)
+    and likewise for columns. Sampling each output pixel at its centre ("nearest-exact") keeps that correspondence;
+    the legacy "nearest" mode would shift the masks by half an output pixel.
+    """
+    masks = masks.to(torch.uint8)
+    if tuple(masks.shape[-2:]) == tuple(size):
+        return masks
+    return F.interpolate(masks[None], size=size, mode="nearest-exact")[0]
+
+
+def normalize(image: Tensor) -> Tensor:
+    """uint8 (3, H, W) -> float32 (3, H, W) scaled to [0, 1] and normalised with the ImageNet mean and std."""
+    return TF.normalize(TF.to_dtype(image, torch.float32, scale=True), list(IMAGENET_MEAN), list(IMAGENET_STD))
+
+
+def _check_size(size: tuple[int, int]) -> tuple[int, int]:
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"size must be (height, width) with positive values, got {size}")
+    return int(size[0]), int(size[1])
+
+
+def _check_image(image: Tensor) -> None:
+    if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"expected a uint8 (3, h, w) image, got {image.dtype} {tuple(image.shape)}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ColorFactors:
+    """Colour jitter of one image: multiplicative brightness, contrast and saturation factors and a hue shift."""
+
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+
+
+@dataclass(frozen=True)
+class EraseBox:
+    """The erased rectangle in output pixels, and the seed of its random fill."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    fill_seed: int
+
+
+@dataclass(frozen=True)
+class TrainSample:
+    """Every random choice of one training transform.
+
+    ``top`` and ``left`` are the crop offset inside the zero-padded image, in [0, 2 * pad]; (pad, pad) leaves the
+    image where it was, and a smaller offset moves the content down / right. ``color`` and ``erase`` are None when
+    the step is not applied.
+    """
+
+    flip: bool
+    top: int
+    left: int
+    color: ColorFactors | None = None
+    erase: EraseBox | None = None
+
+
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * torch.rand((), generator=generator, dtype=torch.float64).item()
+
+
+def _randint(generator: torch.Generator, low: int, high: int) -> int:
+    """An integer in [low, high] (both inclusive)."""
+    return int(torch.randint(low, high + 1, (), generator=generator).item())
+
+
+class TrainTransform:
+    """Joint augmentation of a training image and its part masks (module docstring for the steps).
+
+    ``transform(image, masks, generator) -> (image, labels)`` with image uint8 (3, h, w), masks (5, mh, mw) in
+    {0, 1} at any resolution covering the whole image, and a seeded ``torch.Generator``; returns the normalised
+    float32 (3, H, W) image and float32 (5, H / label_stride, W / label_stride) soft mask labels.
+    """
+
+    def __init__(self, size: tuple[int, int], augment: AugmentParams, label_stride: int = 4) -> None:
+        self.size = _check_size(size)
+        if label_stride < 1 or self.size[0] % label_stride or self.size[1] % label_stride:
+            raise ValueError(f"label_stride {label_stride} must be positive and divide the input size {self.size}")
+        self.augment = augment
+        self.label_stride = label_stride
+
+    @property
+    def label_size(self) -> tuple[int, int]:
+        """(h, w) of the mask labels."""
+        return self.size[0] // self.label_stride, self.size[1] // self.label_stride
+
+    def __call__(self, image: Tensor, masks: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        return self.apply(image, masks, self.sample(generator))
+
+    def sample(self, generator: torch.Generator) -> TrainSample:
+        """Draw the random choices of one transform from ``generator`` (and nothing else)."""
+        aug = self.augment
+        flip = torch.rand((), generator=generator).item() < aug.flip
+        top = _randint(generator, 0, 2 * aug.pad)
+        left = _randint(generator, 0, 2 * aug.pad)
+        color = None
+        jitter = aug.color_jitter
+        if torch.rand((), generator=generator).item() < jitter.p:
+            color = ColorFactors(
+                brightness=_uniform(generator, max(0.0, 1 - jitter.brightness), 1 + jitter.brightness),
+                contrast=_uniform(generator, max(0.0, 1 - jitter.contrast), 1 + jitter.contrast),
+                saturation=_uniform(generator, max(0.0, 1 - jitter.saturation), 1 + jitter.saturation),
+                hue=_uniform(generator, -jitter.hue, jitter.hue),
+            )
+        erase = None
+        if torch.rand((), generator=generator).item() < aug.random_erasing.p:
+            erase = self._sample_erase(generator)
+        return TrainSample(flip=flip, top=top, left=left, color=color, erase=erase)
+
+    def _sample_erase(self, generator: torch.Generator) -> EraseBox | None:
+        """A rectangle of random area fraction and log-uniform aspect ratio that fits the image (Zhong et al.)."""
+        params = self.augment.random_erasing
+        height, width = self.size
+        log_aspect = math.log(params.min_aspect)
+        for _ in range(ERASE_ATTEMPTS):
+            area = _uniform(generator, params.min_area, params.max_area) * height * width
+            aspect = math.exp(_uniform(generator, log_aspect, -log_aspect))
+            h = round(math.sqrt(area * aspect))
+            w = round(math.sqrt(area / aspect))
+            if 0 < h < height and 0 < w < width:
+                top = _randint(generator, 0, height - h)
+                left = _randint(generator, 0, width - w)
+                fill_seed = int(torch.randint(0, 2**62, (), generator=generator).item())
+                return EraseBox(top=top, left=left, height=h, width=w, fill_seed=fill_seed)
+        return None
+
+    def augment_uint8(self, image: Tensor, masks: Tensor, sample: TrainSample) -> tuple[Tensor, Tensor]:
+        """Steps 1-5 at full resolution: uint8 (3, H, W) image and uint8 (5, H, W) {0, 1} masks."""
+        _check_image(image)
+        if masks.ndim != 3 or masks.shape[0] != NUM_PARTS:
+            raise ValueError(f"expected ({NUM_PARTS}, mh, mw) masks, got {tuple(masks.shape)}")
+        image = resize_image(image, self.size)
+        masks = resize_masks(masks, self.size)
+        if sample.flip:
+            image, masks = image.flip(-1), masks.flip(-1)
+        pad = self.augment.pad
+        if pad:
+            height, width = self.size
+            rows = slice(sample.top, sample.top + height)
+            cols = slice(sample.left, sample.left + width)
+            image = F.pad(image, (pad, pad, pad, pad))[:, rows, cols]
+            masks = F.pad(masks, (pad, pad, pad, pad))[:, rows, cols]
+        if sample.color is not None:
+            image = self._jitter(image, sample.color)
+        if sample.erase is not None:
+            image, masks = image.clone(), masks.clone()
+            box = sample.erase
+            rows = slice(box.top, box.top + box.height)
+            cols = slice(box.left, box.left + box.width)
+            fill = torch.Generator().manual_seed(box.fill_seed)
+            image[:, rows, cols] = torch.randint(0, 256, (3, box.height, box.width), generator=fill, dtype=torch.uint8)
+            masks[:, rows, cols] = 0
+        return image.contiguous(), masks.contiguous()
+
+    @staticmethod
+    def _jitter(image: Tensor, color: ColorFactors) -> Tensor:
+        if color.brightness != 1:
+            image = TF.adjust_brightness(image, color.brightness)
+        if color.contrast != 1:
+            image = TF.adjust_contrast(image, color.contrast)
+        if color.saturation != 1:
+            image = TF.adjust_saturation(image, color.saturation)
+        if color.hue != 0:
+            image = TF.adjust_hue(image, color.hue)
+        return image
+
+    def apply(self, image: Tensor, masks: Tensor, sample: TrainSample) -> tuple[Tensor, Tensor]:
+        """Replay ``sample`` on an image and its masks: (normalised float32 image, float32 soft mask labels)."""
+        image, masks = self.augment_uint8(image, masks, sample)
+        labels = F.avg_pool2d(masks.float(), self.label_stride) if self.label_stride > 1 else masks.float()
+        return normalize(image), labels
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Test
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class TestTransform:
+    """Test-time input: resize to the network input and normalise; deterministic (no augmentation)."""
+
+    __test__ = False  # not a pytest test class, despite its name
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.size = _check_size(size)
+
+    def __call__(self, image: Tensor) -> Tensor:
+        _check_image(image)
+        return normalize(resize_image(image, self.size))
