@@ -1,0 +1,587 @@
+"""MLflow for every stage: where runs go, a fast pre-flight check, run naming and tags, params and batched metrics.
+
+Conventions (DESIGN section 6): one experiment per pipeline purpose; flat param names (`afe_layers`, `afe_kernel`,
+`triplet_weight`); metrics `<benchmark>/rank1`, `<benchmark>/mAP`; tags `git_sha`, `data_md5`, `variant`, `stage`,
+`profile` and, inside a pipeline, `pipeline_run` (from `SANET_PIPELINE_RUN`). Under DDP only rank 0 calls this module.
+
+MLflow 3 refuses the plain file store, so the tracking URI is a database (`sqlite:///mlflow.db` locally, the default)
+or a tracking server (`http(s)://...` on the cluster). With a sqlite store, artifacts go to `./mlruns` under the
+working directory of the process that created the experiment (MLflow's default artifact root); a tracking server
+decides its own artifact store (S3 on the cluster).
+
+`mlflow` itself is imported inside the functions that need it, so that `flat_params`, `run_tags` and friends stay
+cheap to import (Kubeflow components, the CLI's start-up).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from mlflow import ActiveRun, MlflowClient
+    from mlflow.entities import Metric
+
+    from sanet.config import Params
+
+__all__ = [
+    "DEFAULT_TRACKING_URI",
+    "PARAM_SECTIONS",
+    "PIPELINE_RUN_ENV",
+    "MetricLogger",
+    "TrackingError",
+    "check_tracking_uri",
+    "files_md5",
+    "flat_params",
+    "git_sha",
+    "log_file",
+    "run_tags",
+    "start_run",
+    "tracking_uri",
+]
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+PIPELINE_RUN_ENV = "SANET_PIPELINE_RUN"
+"""Environment variable naming one pipeline execution; its value becomes the `pipeline_run` tag of every run."""
+
+PARAM_SECTIONS: tuple[str, ...] = (
+    "profile",
+    "seed",
+    "data",
+    "input",
+    "model",
+    "loss",
+    "train",
+    "augment",
+    "evaluation",
+    "masks",
+)
+"""Sections of `Params` logged as MLflow params (not synth, tracking, profiles: they do not change a result)."""
+
+_MAX_PARAM_LENGTH = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH, without importing mlflow
+_MAX_TAG_LENGTH = 8000  # mlflow.utils.validation.MAX_TAG_VAL_LENGTH
+_MAX_METRICS_PER_BATCH = 1000  # mlflow.utils.validation.MAX_METRICS_PER_BATCH
+_CHUNK = 1 << 20
+_BARE_SCHEMES = ("databricks", "databricks-uc", "uc")
+
+# DB-API driver module -> the pip package that provides it (what to install when it is missing).
+_DRIVER_PACKAGES = {
+    "psycopg2": "psycopg2-binary",
+    "psycopg": "psycopg[binary]",
+    "pg8000": "pg8000",
+    "asyncpg": "asyncpg",
+    "MySQLdb": "mysqlclient",
+    "pymysql": "PyMySQL",
+    "mysql": "mysql-connector-python",
+    "pyodbc": "pyodbc",
+    "pymssql": "pymssql",
+}
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message names the URI and the reason, for a terminal."""
+
+
+# ---- where runs go ---------------------------------------------------------------------------------------------
+
+
+def tracking_uri(params: Params) -> str:
+    """The tracking URI a run uses: `MLFLOW_TRACKING_URI` when set and non-empty, else `tracking.uri`."""
+    return os.environ.get("MLFLOW_TRACKING_URI", "").strip() or params.tracking.uri
+
+
+def _redact(uri: str) -> str:
+    """`uri` with any password replaced by `***`, so that messages and logs never print a credential."""
+    try:
+        parts = urlsplit(uri)
+        if parts.password is None:
+            return uri
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    except ValueError:  # not parseable as a URL (an odd port, say): show nothing that could be secret
+        return uri.split("@")[-1]
+
+
+def _with_deadline(check: Callable[[], None], timeout: float, uri: str) -> None:
+    """Run `check` in a daemon thread; raise TrackingError when it has not finished after `timeout` (+1) seconds.
+
+    Drivers and HTTP clients apply their timeouts per socket operation, so a slow server could stall a check for a
+    multiple of `timeout`; the thread bounds the whole check. A check still running is abandoned (daemon thread).
+    """
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            check()
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=target, name="sanet-tracking-check", daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    if not outcome:
+        raise TrackingError(f"tracking store {_redact(uri)} did not answer within {timeout:g} s")
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
+def _check_http(uri: str, timeout: float) -> None:
+    import requests
+
+    url = uri.rstrip("/") + "/health"  # MLflow's server answers /health without authentication
+    auth: Any = None
+    headers: dict[str, str] = {}
+    if token := os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        headers["Authorization"] = f"Bearer {token}"
+    elif (user := os.environ.get("MLFLOW_TRACKING_USERNAME")) is not None:
+        auth = (user, os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
+    verify: bool | str = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("1", "true"):
+        verify = False
+    try:
+        response = requests.get(url, timeout=timeout, auth=auth, headers=headers, verify=verify)
+    except requests.Timeout:
+        raise TrackingError(f"tracking server {_redact(uri)} is unreachable: no answer within {timeout:g} s") from None
+    except requests.RequestException as exc:
+        reason = type(exc).__name__
+        if isinstance(exc, requests.exceptions.SSLError):  # before ConnectionError, its base class
+            reason = "TLS error (set MLFLOW_TRACKING_SERVER_CERT_PATH or MLFLOW_TRACKING_INSECURE_TLS)"
+        elif isinstance(exc, requests.ConnectionError):
+            reason = "connection refused or host not found"
+        raise TrackingError(f"tracking server {_redact(uri)} is unreachable: {reason}") from None
+    if not 200 <= response.status_code < 300:
+        raise TrackingError(
+            f"tracking server {_redact(uri)} is unreachable: GET /health answered HTTP {response.status_code}"
+        )
+
+
+def _check_sqlite(uri: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    database = make_url(uri).database
+    if not database or database == ":memory:":
+        return
+    path = Path(database).expanduser()
+    where = f"tracking store {uri}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise TrackingError(f"{where}: cannot create the folder {path.parent}: {reason}") from None
+    if not path.parent.is_dir():
+        raise TrackingError(f"{where}: {path.parent} is not a folder")
+    try:  # a real write, not os.access: the latter says yes to root on read-only mounts
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=".sanet-write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise TrackingError(f"{where}: the folder {path.parent} is not writable ({exc.strerror})") from None
+    if path.exists():
+        if not path.is_file():
+            raise TrackingError(f"{where}: {path} exists and is not a file")
+        try:
+            with path.open("rb+") as handle:
+                header = handle.read(16)
+        except OSError as exc:
+            raise TrackingError(f"{where}: cannot open {path} for writing ({exc.strerror})") from None
+        if header and header != b"SQLite format 3\x00":
+            raise TrackingError(f"{where}: {path} exists and is not a SQLite database")
+
+
+def _check_database(uri: str, timeout: float) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+    from sqlalchemy.pool import NullPool
+
+    try:
+        url = make_url(uri)
+    except ArgumentError:
+        raise TrackingError(f"tracking store {_redact(uri)}: not a valid database URL") from None
+    shown = url.render_as_string(hide_password=True)
+    backend = url.get_backend_name()
+    seconds = max(1, round(timeout))
+    connect_args: dict[str, Any] = {}
+    if backend == "postgresql":
+        connect_args = {"connect_timeout": max(2, seconds)}  # libpq's minimum is 2 s
+    elif backend == "mysql":
+        connect_args = {"connect_timeout": seconds}
+    elif backend == "mssql":
+        connect_args = {"timeout": seconds}
+    try:
+        engine = create_engine(url, connect_args=connect_args, poolclass=NullPool)
+    except NoSuchModuleError:
+        raise TrackingError(f"tracking store {shown}: SQLAlchemy has no dialect for {url.drivername!r}") from None
+    except ImportError as exc:
+        module = (exc.name or "").split(".")[0]
+        package = _DRIVER_PACKAGES.get(module, module or "the database driver")
+        raise TrackingError(
+            f"tracking store {shown}: the database driver {module or url.drivername!r} is not installed "
+            f"(pip install {package})"
+        ) from None
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        original = getattr(exc, "orig", None) or exc
+        reason = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
+        raise TrackingError(f"tracking store {shown} is unreachable: {reason}") from None
+    finally:
+        engine.dispose()
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """Pre-flight: make sure the tracking store answers, before any training, within about `timeout` seconds.
+
+    MLflow's own client retries for minutes before it gives up on an unreachable server, long after the data was
+    read and the model built; this check fails in seconds instead. What it checks:
+
+    - `http(s)://`: GET `<uri>/health` (MLflow's credentials from the environment are sent); connection errors,
+      timeouts and non-2xx answers fail.
+    - `sqlite:///path`: the folder exists or can be created (it is created) and is writable; an existing file is
+      a SQLite database that can be opened for writing.
+    - other SQLAlchemy URLs (`postgresql://`, `mysql://`, `mssql://`): a connection with a connect timeout and
+      `SELECT 1`; a missing DB-API driver is named with the package to install.
+    - `file:` URIs and bare paths fail: MLflow 3 needs a database or a server.
+    - `databricks` and other schemes are left to MLflow.
+
+    Raises:
+        TrackingError: the store cannot be used; the message names the URI (password hidden) and the reason.
+    """
+    uri = uri.strip()
+    if uri in _BARE_SCHEMES:  # `databricks`, `databricks-uc`: MLflow's own business
+        return
+    scheme = urlsplit(uri).scheme.lower() if "://" in uri or uri.startswith("file:") else ""
+    if scheme in ("", "file") or len(scheme) == 1:  # a bare path, a file: URI, or a Windows drive letter
+        raise TrackingError(
+            f"tracking URI {uri!r} is a plain folder; MLflow 3 needs a database or a tracking server: "
+            f"use {DEFAULT_TRACKING_URI} (set tracking.uri or MLFLOW_TRACKING_URI)"
+        )
+    backend = scheme.split("+")[0]
+    if scheme in ("http", "https"):
+        _with_deadline(lambda: _check_http(uri, timeout), timeout, uri)
+    elif backend == "sqlite":
+        _check_sqlite(uri)
+    elif backend in ("postgresql", "mysql", "mssql"):
+        _with_deadline(lambda: _check_database(uri, timeout), timeout, uri)
+    elif backend == "postgres":
+        raise TrackingError(f"tracking URI {_redact(uri)}: write postgresql://, MLflow does not know postgres://")
+
+
+# ---- what a run records ----------------------------------------------------------------------------------------
+
+
+def _param_value(value: Any) -> str | int | float | bool:
+    if isinstance(value, bool | int | float | str):
+        text = value
+    elif value is None:
+        text = "None"
+    else:  # lists (and anything else): JSON, so "[60, 120]" reads back as a list
+        text = json.dumps(value)
+    if isinstance(text, str) and len(text) > _MAX_PARAM_LENGTH:
+        text = text[: _MAX_PARAM_LENGTH - 3] + "..."
+    return text
+
+
+def _leaves(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    for key, value in tree.items():
+        path = (*prefix, str(key))
+        if isinstance(value, Mapping) and value:
+            yield from _leaves(value, path)
+        else:
+            yield path, value
+
+
+def flat_params(params: Params) -> dict[str, str | int | float | bool]:
+    """The parameters as flat MLflow param names, in a fixed order (DESIGN section 6).
+
+    A name drops the top-level section and joins the rest with `_`: `model.afe.layers` -> `afe_layers`,
+    `loss.triplet_weight` -> `triplet_weight`, `train.lr` -> `lr`. Where two keys would get the same short name, both
+    keep their full path (`input.height` -> `input_height`, `masks.height` -> `masks_height`). Top-level values
+    (`profile`, `seed`) keep their own name. Lists become JSON strings; values are cut to MLflow's 6000 characters.
+    """
+    tree = params.model_dump(mode="json", include=set(PARAM_SECTIONS))
+    ordered = {name: tree[name] for name in PARAM_SECTIONS if name in tree}
+    paths = list(_leaves(ordered))
+    names = {path: "_".join(path[1:] if len(path) > 1 else path) for path, _ in paths}
+    while True:
+        seen: dict[str, list[tuple[str, ...]]] = {}
+        for path, name in names.items():
+            seen.setdefault(name, []).append(path)
+        clashes = [group for group in seen.values() if len(group) > 1]
+        if not clashes:
+            break
+        changed = False
+        for group in clashes:
+            for path in group:
+                full = "_".join(path)
+                changed |= names[path] != full
+                names[path] = full
+        if not changed:  # two full paths join to the same name: cannot happen with the current schema
+            raise ValueError(
+                f"parameters {['.'.join(path) for group in clashes for path in group]} map to the same MLflow name"
+            )
+    return {names[path]: _param_value(value) for path, value in paths}
+
+
+def git_sha(path: str | Path = ".") -> str:
+    """The full sha of HEAD of the repository holding `path`, `-dirty` when tracked files have uncommitted changes.
+
+    "unknown" outside a git repository, without git, or when git refuses (e.g. a repository owned by another user).
+    """
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(path), *args], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def files_md5(paths: Iterable[str | Path], root: str | Path) -> str:
+    """MD5 over the files a run read: sorted (path relative to `root`, bytes) pairs; the `data_md5` tag.
+
+    It identifies the training split's content independently of where the data sits: the same files under another
+    root give the same hash; a renamed, added, removed or changed file gives another. Relative `paths` are relative
+    to the working directory (like any path); every path must lie under `root`. Symlinks (a DVC cache) are followed
+    for the bytes but not for the names. Files are streamed in 1 MiB chunks.
+    """
+    base = Path(os.path.abspath(root))
+    relative: set[str] = set()
+    for item in paths:
+        absolute = Path(os.path.abspath(item))
+        try:
+            relative.add(absolute.relative_to(base).as_posix())
+        except ValueError:
+            raise ValueError(f"{item} is not under the data root {root}") from None
+    digest = hashlib.md5(usedforsecurity=False)
+    for name in sorted(relative):
+        file = base / name
+        digest.update(name.encode() + b"\0" + str(file.stat().st_size).encode() + b"\0")
+        with file.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_tags(params: Params, data_md5: str, stage: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The tags of a stage's run: git_sha, data_md5, variant, stage, profile, pipeline_run (when set), then `extra`."""
+    tags = {
+        "git_sha": git_sha(),
+        "data_md5": data_md5,
+        "variant": params.model.variant,
+        "stage": stage,
+        "profile": params.profile,
+    }
+    if pipeline_run := os.environ.get(PIPELINE_RUN_ENV, "").strip():
+        tags["pipeline_run"] = pipeline_run
+    tags.update({str(k): str(v) for k, v in (extra or {}).items()})
+    return tags
+
+
+# ---- the run ---------------------------------------------------------------------------------------------------
+
+
+def _experiment_id(client: MlflowClient, name: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name)
+        except MlflowException:  # created by a concurrent process in the meantime
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        raise TrackingError(
+            f"MLflow experiment {name!r} (id {experiment.experiment_id}) is deleted: restore it with "
+            f"`mlflow experiments restore --experiment-id {experiment.experiment_id}` or choose another name"
+        )
+    return experiment.experiment_id
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    """Set an environment variable for the block only."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def _log_params(client: MlflowClient, run_id: str, params: Params, resumed: bool) -> None:
+    """Log `flat_params` in one batch; on a resumed run, only the missing ones (MLflow refuses changed values)."""
+    from mlflow.entities import Param, RunTag
+
+    values = {name: str(value) for name, value in flat_params(params).items()}
+    tags: list[RunTag] = []
+    if resumed:
+        existing = client.get_run(run_id).data.params
+        changed = [f"{k}: {existing[k]} -> {v}" for k, v in values.items() if k in existing and existing[k] != v]
+        values = {k: v for k, v in values.items() if k not in existing}
+        if changed:
+            tags.append(RunTag("params_changed_on_resume", "; ".join(changed)[:_MAX_TAG_LENGTH]))
+    if values or tags:
+        client.log_batch(run_id, params=[Param(k, v) for k, v in values.items()], tags=tags)
+
+
+def _end(run_id: str, status: str) -> None:
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        mlflow.end_run(status)
+    elif mlflow.MlflowClient().get_run(run_id).info.status == "RUNNING":  # ended elsewhere: only fix its status
+        mlflow.MlflowClient().set_terminated(run_id, status)
+
+
+@contextlib.contextmanager
+def start_run(
+    params: Params,
+    *,
+    stage: str,
+    run_name: str,
+    tags: Mapping[str, str],
+    experiment: str | None = None,
+    nested: bool = False,
+    run_id: str | None = None,
+) -> Iterator[ActiveRun]:
+    """Open an MLflow run for a stage and yield the `ActiveRun`; the run ends when the block does.
+
+    Sets the tracking URI (`tracking_uri`), creates or uses the experiment (`tracking.experiment` unless
+    `experiment` is given), starts the run with `tags` (and `stage`), system metrics (CPU, memory, disk, network;
+    GPU with pynvml) every `tracking.system_metrics_interval` s when `tracking.system_metrics`, and logs
+    `flat_params(params)` in one batch. `run_id` resumes an existing run (a resumed training): its tags are updated
+    and only params it lacks are logged (MLflow refuses to change a logged param; differences go to the tag
+    `params_changed_on_resume`).
+
+    The run ends FINISHED when the block completes (or raises SystemExit(0)), KILLED on KeyboardInterrupt or a
+    non-zero SystemExit, FAILED on any other exception (which propagates).
+    """
+    import mlflow
+
+    uri = tracking_uri(params)
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which would then override `tracking.uri` for every
+    # later run of this process: export it for the run only (nested runs and subprocesses inherit the store).
+    with _env("MLFLOW_TRACKING_URI", uri):
+        mlflow.set_tracking_uri(uri)
+        client = mlflow.MlflowClient(uri)
+        experiment_id = None if run_id else _experiment_id(client, experiment or params.tracking.experiment)
+        # MLflow reads the sampling interval from the environment when the monitor starts: set for this run only.
+        with _env("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", str(params.tracking.system_metrics_interval)):
+            run = mlflow.start_run(
+                run_id=run_id,
+                experiment_id=experiment_id,
+                run_name=run_name,
+                nested=nested,
+                tags={**{str(k): str(v) for k, v in tags.items()}, "stage": stage},
+                log_system_metrics=params.tracking.system_metrics,
+            )
+        with _ends(run.info.run_id):
+            _log_params(client, run.info.run_id, params, resumed=run_id is not None)
+            yield run
+
+
+@contextlib.contextmanager
+def _ends(run_id: str) -> Iterator[None]:
+    """End the run when the block does, with the status its outcome calls for (see `start_run`)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        _end(run_id, "KILLED")
+        raise
+    except SystemExit as exc:
+        _end(run_id, "FINISHED" if exc.code in (None, 0) else "KILLED")
+        raise
+    except BaseException:
+        _end(run_id, "FAILED")
+        raise
+    else:
+        _end(run_id, "FINISHED")
+
+
+class MetricLogger:
+    """Batches per-step metrics into `MlflowClient.log_batch` calls: cheap enough to call every step.
+
+    `log` only appends to a buffer; the buffer goes to MLflow when it holds `flush_every` values, when
+    `max_delay` seconds passed since the last flush (so the UI follows a long epoch), and on `flush()` / `close()`.
+    Metric names may contain `/` (`train/loss`, `market1501/mAP`). Logs to `run_id`, by default the active run.
+    """
+
+    def __init__(self, run_id: str | None = None, flush_every: int = 200, max_delay: float = 30.0) -> None:
+        import mlflow
+
+        if run_id is None:
+            active = mlflow.active_run()
+            if active is None:
+                raise TrackingError("MetricLogger needs an active MLflow run or a run_id")
+            run_id = active.info.run_id
+        if flush_every < 1:
+            raise ValueError(f"flush_every must be positive, got {flush_every}")
+        self.run_id = run_id
+        self.flush_every = flush_every
+        self.max_delay = max_delay
+        self._client = mlflow.MlflowClient()
+        self._buffer: list[Metric] = []
+        self._last_flush = time.monotonic()
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        """Buffer `metrics` at `step` (timestamped now); flush when the buffer is full or old."""
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        self._buffer.extend(Metric(str(k), float(v), timestamp, int(step)) for k, v in metrics.items())
+        if len(self._buffer) >= self.flush_every or time.monotonic() - self._last_flush >= self.max_delay:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send every buffered value to MLflow (at most 1000 per request)."""
+        buffer, self._buffer = self._buffer, []
+        for start in range(0, len(buffer), _MAX_METRICS_PER_BATCH):
+            self._client.log_batch(self.run_id, metrics=buffer[start : start + _MAX_METRICS_PER_BATCH])
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        """Flush what is left; the logger can still be used afterwards."""
+        self.flush()
+
+    def __enter__(self) -> MetricLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def log_file(path: str | Path, artifact_path: str | None = None) -> None:
+    """Log one file as an artifact of the active run (under `artifact_path`), with a clear error when it is missing."""
+    import mlflow
+
+    path = Path(path)
+    if not path.is_file():
+        raise TrackingError(f"cannot log {path} to MLflow: no such file")
+    mlflow.log_artifact(str(path), artifact_path=artifact_path)
