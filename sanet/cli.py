@@ -17,6 +17,7 @@ import sanet  # noqa: F401  (sets the no-telemetry environment before mlflow or 
 from sanet.config import DEFAULT_PARAMS_FILE, ConfigError, Params, load_params, to_yaml
 from sanet.data.benchmarks import BenchmarkError, available_benchmarks, build_benchmark, format_statistics
 from sanet.data.synthetic import OverwriteError, write_contact_sheet, write_synthetic
+from sanet.engine.errors import CheckpointError, DistributedError, TrainingError  # torch-free
 from sanet.masks.errors import MasksError  # torch-free: OpenPifPaf is imported only when a run needs it
 from sanet.model import WeightsError  # torch-free: the model itself is imported by the commands that need it
 
@@ -127,6 +128,22 @@ def cmd_masks(args: argparse.Namespace, params: Params) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace, params: Params) -> int:
+    """Train on data.train (resuming from the output folder's last checkpoint); exit 143 when stopped by SIGTERM."""
+    from sanet.engine.trainer import EXIT_PREEMPTED, train
+    from sanet.tracking import TrackingError
+
+    try:
+        result = train(params, out_dir=args.out, device=args.device, resume=not args.fresh, progress=not args.quiet)
+    except TrackingError as exc:
+        raise TrainingError(str(exc)) from None
+    if result.final is not None or result.interrupted or result.model_file is not None:
+        print(f"sanet train: {result.summary(params.data.train)}")
+    if result.run_id is not None:
+        print(f"sanet train: MLflow run {result.run_id}")
+    return EXIT_PREEMPTED if result.interrupted else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(prog="sanet", description="SANet partial person re-identification benchmark")
@@ -173,6 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
     masks.add_argument("--preview", type=Path, metavar="FILE.png", help="write a grid of images with their masks")
     masks.add_argument("--quiet", action="store_true", help="no progress bar")
     masks.set_defaults(func=cmd_masks)
+
+    train = sub.add_parser(
+        "train",
+        parents=[common],
+        help="train on data.train (resumes from the last checkpoint; runs under torchrun)",
+        description="Train the model params.yaml describes. Under `torchrun --nproc_per_node=N sanet train` (or "
+        "`torchrun ... -m sanet.cli train`) the global batch train.batch_size is split over the N processes.",
+    )
+    train.add_argument("--out", type=Path, help="output folder (default: train.out_dir)")
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when available")
+    train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(func=cmd_train)
     return parser
 
 
@@ -187,7 +217,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         params = load_params(args.params, args.overrides)
         return func(args, params)
-    except (ConfigError, BenchmarkError, OverwriteError, WeightsError, MasksError) as exc:
+    except (
+        ConfigError,
+        BenchmarkError,
+        OverwriteError,
+        WeightsError,
+        MasksError,
+        TrainingError,
+        CheckpointError,
+        DistributedError,
+    ) as exc:
         print(f"sanet {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # output piped into `head` and friends: not an error of ours

@@ -1,0 +1,278 @@
+"""`sanet train` on a tiny synthetic benchmark: outputs and MLflow record, resume, SIGTERM, DDP, fail-fast tracking."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from sanet.config import Params, SynthParams, load_params
+from sanet.data.synthetic import write_synthetic
+from sanet.engine.checkpoint import STATE_FORMAT, load_checkpoint
+from sanet.engine.errors import CheckpointError
+from sanet.engine.trainer import CHECKPOINT_FILE, EXIT_PREEMPTED, MODEL_FILE, train
+from sanet.masks.stage import run_masks
+
+REPO = Path(__file__).resolve().parents[1]
+SANET = str(Path(sys.executable).with_name("sanet"))
+
+TINY_SYNTH = SynthParams.model_validate(
+    {
+        "market": {"train_ids": 6, "test_ids": 4, "distractors": 2, "junk": 1},
+        "duke": {"train_ids": 2, "test_ids": 2, "gallery_only_ids": 1},
+        "partial": {"partial_reid_ids": 2, "partial_reid_images": 1, "partial_ilids_ids": 2},
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny synthetic Market-1501 with its part masks: (data root, mask folder)."""
+    base = tmp_path_factory.mktemp("train")
+    root, masks = base / "data", base / "masks"
+    write_synthetic(root, TINY_SYNTH, progress=False)
+    params = load_params(REPO / "params.yaml", ["profile=demo"])
+    run_masks(params, "market1501", root=root, out_dir=masks, coverage_file=base / "cov.json", progress=False)
+    return root, masks
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No ambient tracking store; MLflow's artifacts (./mlruns beside a sqlite store) land in tmp_path."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def tiny_overrides(tiny_data: tuple[Path, Path], store: Path, *extra: str) -> list[str]:
+    root, masks = tiny_data
+    return [
+        "profile=demo",
+        f"data.root={root}",
+        f"masks.out_dir={masks}",
+        "data.workers=0",
+        "input.height=64",
+        "input.width=32",
+        "model.afe.width=8",
+        "model.afe.layers=2",
+        "model.mfe.seg_channels=8",
+        "train.epochs=2",
+        "train.batch_size=4",
+        "train.instances_per_id=2",
+        "train.warmup_epochs=0.5",
+        "train.log_every=2",
+        "evaluation.batch_size=16",
+        "tracking.system_metrics=false",
+        f"tracking.uri=sqlite:///{store / 'mlflow.db'}",
+        *extra,
+    ]
+
+
+def tiny_params(tiny_data: tuple[Path, Path], store: Path, *extra: str) -> Params:
+    return load_params(REPO / "params.yaml", tiny_overrides(tiny_data, store, "tracking.log_model=false", *extra))
+
+
+def test_training_writes_its_outputs_and_one_complete_mlflow_run(tiny_data, tmp_path: Path) -> None:
+    overrides = ["train.temperature.schedule=exponential", "train.temperature.final=0.5", "tracking.log_model=true"]
+    params = load_params(REPO / "params.yaml", tiny_overrides(tiny_data, tmp_path, *overrides))
+    result = train(params, out_dir=tmp_path / "out", device="cpu", progress=False)
+
+    assert not result.interrupted and result.epoch == 2 and result.global_step > 2
+    out = tmp_path / "out"
+    assert result.model_file == out / MODEL_FILE and (out / MODEL_FILE).is_file()
+    history = (out / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,step,lr,loss,id,triplet,focal,images_per_second,temperature")
+    assert len(history) == 3  # header + one row per epoch
+    summary = json.loads((out / "metrics.json").read_text())
+    assert set(summary["final"]) == {"rank1", "rank3", "rank5", "rank10", "mAP", "mINP"}
+    assert summary["untrained"] is not None and summary["steps"] == result.global_step
+    state = load_checkpoint(out / CHECKPOINT_FILE, expect=STATE_FORMAT)
+    assert state["epoch"] == 2 and state["step"] == 0 and state["global_step"] == result.global_step
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sanet").experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.info.run_id == result.run_id
+    assert run.data.params["afe_layers"] == "2" and run.data.params["triplet_weight"] == "0.1"
+    assert run.data.params["lr"] == "0.02" and run.data.params["variant"] == "sanet"
+    assert {"git_sha", "data_md5", "variant"} <= set(run.data.tags) and run.data.tags["variant"] == "sanet"
+    assert len(run.data.tags["data_md5"]) == 32
+    losses = client.get_metric_history(run.info.run_id, "train/total")
+    assert [m.step for m in losses] == list(range(2, result.global_step + 1, 2))
+    temperatures = [m.value for m in client.get_metric_history(run.info.run_id, "train/temperature")]
+    assert temperatures[0] > temperatures[-1] > 0.5
+    for key in ("train/lr", "train/images_per_second", "untrained/mAP", "final/mAP", "final/rank1"):
+        assert key in run.data.metrics, key
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"checkpoints", "train"} <= artifacts
+    assert "checkpoints/last.pt" in {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    batch = torch.zeros(2, 64, 32, 3, dtype=torch.uint8).numpy()
+    predicted = model.predict(batch)
+    assert predicted["features"].shape[:2] == (2, 5) and predicted["visibility"].shape == (2, 5)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_interrupted_and_resumed_training_ends_with_identical_weights(tiny_data, tmp_path: Path) -> None:
+    params = tiny_params(tiny_data, tmp_path, "train.deterministic=true", "train.eval_untrained=false")
+    whole = train(params, out_dir=tmp_path / "whole", device="cpu", progress=False)
+
+    first = train(params, out_dir=tmp_path / "parts", device="cpu", progress=False, stop_after_steps=3)
+    assert first.interrupted and first.global_step == 3 and first.model_file is None
+    state = load_checkpoint(tmp_path / "parts" / CHECKPOINT_FILE)
+    assert (state["epoch"], state["step"]) == (0, 3)  # mid-epoch
+    first_epoch = int(whole.history[0]["step"])  # steps of epoch 1 (the plan's length varies by epoch)
+    # stop on the very last step of epoch 1: the checkpoint is (epoch 0, step first_epoch), not yet epoch 1
+    second = train(params, out_dir=tmp_path / "parts", device="cpu", progress=False, stop_after_steps=first_epoch - 3)
+    assert second.interrupted and second.resumed_from is not None and second.global_step == first_epoch
+    assert (load_checkpoint(tmp_path / "parts" / CHECKPOINT_FILE)["step"]) == first_epoch
+    third = train(params, out_dir=tmp_path / "parts", device="cpu", progress=False)
+    assert not third.interrupted and third.global_step == whole.global_step
+
+    expected, got = _weights(tmp_path / "whole" / MODEL_FILE), _weights(tmp_path / "parts" / MODEL_FILE)
+    assert expected.keys() == got.keys()
+    different = [k for k in expected if not torch.equal(expected[k], got[k])]
+    assert not different, f"weights differ after resuming: {different[:5]}"
+    assert [r["loss"] for r in whole.history] == [r["loss"] for r in third.history]
+    assert third.final == whole.final
+    # the resumed calls continue the MLflow run of the first one
+    assert first.run_id == second.run_id == third.run_id
+
+
+def test_resuming_under_other_training_parameters_is_refused(tiny_data, tmp_path: Path) -> None:
+    params = tiny_params(tiny_data, tmp_path, "train.eval_untrained=false")
+    train(params, out_dir=tmp_path / "out", device="cpu", progress=False, stop_after_steps=1)
+    changed = tiny_params(tiny_data, tmp_path, "train.eval_untrained=false", "train.lr=0.05")
+    with pytest.raises(CheckpointError, match=r"train\.lr: 0\.02 in the checkpoint, 0\.05 now[\s\S]*--fresh"):
+        train(changed, out_dir=tmp_path / "out", device="cpu", progress=False)
+    fresh = train(changed, out_dir=tmp_path / "out", device="cpu", progress=False, resume=False, stop_after_steps=1)
+    assert fresh.resumed_from is None and fresh.global_step == 1
+
+
+def _cli_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_data, tmp_path: Path) -> None:
+    overrides = tiny_overrides(tiny_data, tmp_path, "train.epochs=200", "train.eval_untrained=false")
+    overrides.append("tracking.log_model=false")
+    args = [SANET, "train", "--params", str(REPO / "params.yaml"), "--quiet", "--device", "cpu"]
+    args += ["--out", str(tmp_path / "out")]
+    args += [f"--set={o}" for o in overrides]
+    checkpoint = tmp_path / "out" / CHECKPOINT_FILE
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    process = subprocess.Popen(args, cwd=tmp_path, env=_cli_env(tmp_path), **pipes)
+    try:
+        deadline = time.monotonic() + 120
+        while not checkpoint.is_file():  # the end of the first epoch
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.1)
+        seen = load_checkpoint(checkpoint)["global_step"]
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == EXIT_PREEMPTED, stderr.decode()
+    assert b"Traceback" not in stderr
+    assert b"stopped at epoch" in stdout and b"to resume" in stdout
+    state = load_checkpoint(checkpoint)
+    assert state["global_step"] > seen  # written on SIGTERM, after the epoch checkpoint
+    assert state["epoch"] < 200
+    assert not list(checkpoint.parent.glob("*.tmp"))
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_tracking_server_stops_the_run_before_training(tiny_data, tmp_path: Path) -> None:
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    overrides = tiny_overrides(tiny_data, tmp_path)
+    args = [SANET, "train", "--params", str(REPO / "params.yaml"), "--quiet", "--device", "cpu"]
+    args += ["--out", str(tmp_path / "out")]
+    args += [f"--set={o}" for o in overrides]
+    env = _cli_env(tmp_path) | {"MLFLOW_TRACKING_URI": uri}  # the environment overrides tracking.uri
+    start = time.monotonic()
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    seconds = time.monotonic() - start
+    assert done.returncode == 2
+    assert uri in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()  # nothing was trained or written
+    assert seconds < 30
+
+
+DDP_SCRIPT = r"""
+import json, os, sys
+
+watched = sys.argv[1]
+events = []
+
+def audit(event, args):
+    if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
+        path, mode, flags = str(args[0]), args[1], args[2]
+        writing = (mode is not None and any(c in mode for c in "wax+")) or (
+            mode is None and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+        )
+        if writing and path.startswith(watched):
+            events.append(("open", path))
+    elif event in ("os.rename", "os.replace") and str(args[1]).startswith(watched):
+        events.append((event, str(args[1])))
+    elif event == "sqlite3.connect" and str(args[0]).startswith(watched):
+        events.append((event, str(args[0])))
+
+sys.addaudithook(audit)
+from sanet.cli import main
+
+code = main(sys.argv[3:])
+with open(os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.json"), "w") as handle:
+    json.dump({"code": code, "events": events}, handle)
+sys.exit(code)
+"""
+
+
+def test_two_process_ddp_on_cpu_trains_and_only_rank_0_writes(tiny_data, tmp_path: Path) -> None:
+    watched, reports = tmp_path / "watched", tmp_path / "reports"
+    watched.mkdir()
+    reports.mkdir()
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    overrides = tiny_overrides(tiny_data, watched, "train.eval_untrained=false", "tracking.log_model=false")
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    args += [str(watched), str(reports), "train", "--params", str(REPO / "params.yaml"), "--quiet"]
+    args += ["--device", "cpu", "--out", str(watched / "out")]
+    args += [f"--set={o}" for o in overrides]
+    env = _cli_env(tmp_path) | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    rank0 = json.loads((reports / "rank0.json").read_text())
+    rank1 = json.loads((reports / "rank1.json").read_text())
+    assert rank0["code"] == rank1["code"] == 0
+    assert rank1["events"] == [], f"rank 1 wrote: {rank1['events'][:5]}"
+    written = {Path(path).name for _, path in rank0["events"]}
+    assert {"last.pt", "model.pt", "history.csv", "metrics.json"} <= written
+    assert any(event == "sqlite3.connect" for event, _ in rank0["events"])
+
+    state = load_checkpoint(watched / "out" / CHECKPOINT_FILE)
+    assert state["world_size"] == 2 and len(state["rng"]) == 2 and state["epoch"] == 2
+    client = MlflowClient(f"sqlite:///{watched / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sanet").experiment_id])
+    assert len(runs) == 1 and runs[0].data.tags["world_size"] == "2"
