@@ -25,7 +25,14 @@ from sanet.metrics.evaluator import build_evaluator
 if TYPE_CHECKING:
     from sanet.config import Params
 
-__all__ = ["EvaluationResult", "Extracted", "autocast_dtype", "evaluate_benchmark", "extract_features"]
+__all__ = [
+    "EvaluationResult",
+    "Extracted",
+    "autocast_context",
+    "autocast_dtype",
+    "evaluate_benchmark",
+    "extract_features",
+]
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -35,6 +42,11 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
         return torch.float16
     return torch.bfloat16
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast to `dtype` on `device` (from `autocast_dtype`), or nothing when it is None."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 @dataclass
@@ -73,11 +85,11 @@ def extract_features(
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
+        generator=torch.Generator(),  # no draw from the global RNG: validation leaves training's random stream alone
     )
     was_training = model.training
     model.eval()
-    dtype = autocast_dtype(amp, device)
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    autocast = autocast_context(device, autocast_dtype(amp, device))
     channels_last = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     outputs: dict[str, list[torch.Tensor]] = {"features": [], "visibility": [], "routing": [], "pids": [], "camids": []}
     start = time.perf_counter()

@@ -7,7 +7,6 @@ that is not finite stops training with `TrainingError` before the weights are to
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Mapping
 
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from sanet.engine.errors import TrainingError
+from sanet.engine.features import autocast_context
 
 __all__ = ["TrainStep"]
 
@@ -38,16 +38,11 @@ class TrainStep:
         # pass the scaler when its state is checkpointed; its own otherwise
         self.scaler = scaler or torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
     def __call__(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
         images = batch["images"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         labels = batch["mask_labels"].to(self.device, non_blocking=True)
         pids = batch["pids"].to(self.device, non_blocking=True)
-        with self._autocast():
+        with autocast_context(self.device, self.amp_dtype):
             out = self.model(images)
         loss, terms = self.criterion(out, pids, labels)
         if not math.isfinite(terms["total"]):
