@@ -22,6 +22,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would make results unreadable to other users of a shared machine
         with os.fdopen(fd, "wb") as handle:
             write(handle)
         os.replace(tmp, path)

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import sanet  # noqa: F401  (sets the no-telemetry environment before mlflow or dvc can be imported)
 from sanet.config import DEFAULT_PARAMS_FILE, ConfigError, Params, load_params, to_yaml
-from sanet.data.benchmarks import BenchmarkError, available_benchmarks, build_benchmark, format_statistics
+from sanet.data.benchmarks import BENCHMARKS, BenchmarkError, available_benchmarks, build_benchmark, format_statistics
 from sanet.data.synthetic import OverwriteError, write_contact_sheet, write_synthetic
 from sanet.engine.errors import CheckpointError, DistributedError, TrainingError  # torch-free
+from sanet.errors import EvaluationError, PlotsError, ReportError, StorageError  # torch-free
 from sanet.masks.errors import MasksError  # torch-free: OpenPifPaf is imported only when a run needs it
 from sanet.model import WeightsError  # torch-free: the model itself is imported by the commands that need it
 
 EXIT_USAGE = 2
+BENCHMARK_NAMES = list(BENCHMARKS)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -104,9 +106,14 @@ def cmd_model_check(args: argparse.Namespace, params: Params) -> int:
 def cmd_masks(args: argparse.Namespace, params: Params) -> int:
     """Compute and store the part masks of the chosen benchmarks, print their coverage and speed; and/or overlays."""
     from sanet.masks.coverage import format_coverage
-    from sanet.masks.stage import run_masks, write_masks_preview
+    from sanet.masks.stage import log_masks_run, run_masks, write_masks_preview
+    from sanet.tracking import TrackingError, check_tracking_uri, tracking_uri
 
     if args.benchmark is not None:
+        try:
+            check_tracking_uri(tracking_uri(params))  # fail before the work, not after it
+        except TrackingError as exc:
+            raise MasksError(str(exc)) from None
         report = run_masks(params, args.benchmark, root=args.root, out_dir=args.out, progress=not args.quiet)
         out = args.out if args.out is not None else params.masks.out_dir
         print(
@@ -122,6 +129,10 @@ def cmd_masks(args: argparse.Namespace, params: Params) -> int:
             f"speed: {report.images_per_second:.1f} images/s ({report.images} images in {report.seconds:.1f} s, "
             f"source {report.source}, device {report.device})"
         )
+        try:
+            print(f"MLflow run {log_masks_run(params, report)}")
+        except TrackingError as exc:
+            raise MasksError(str(exc)) from None
     if args.preview is not None:
         path = write_masks_preview(params, args.preview, args.benchmark or "all", root=args.root, out_dir=args.out)
         print(f"wrote the mask overlays {path}")
@@ -134,7 +145,14 @@ def cmd_train(args: argparse.Namespace, params: Params) -> int:
     from sanet.tracking import TrackingError
 
     try:
-        result = train(params, out_dir=args.out, device=args.device, resume=not args.fresh, progress=not args.quiet)
+        result = train(
+            params,
+            out_dir=args.out,
+            device=args.device,
+            resume=not args.fresh,
+            progress=not args.quiet,
+            restart_stale=args.restart_stale,
+        )
     except TrackingError as exc:
         raise TrainingError(str(exc)) from None
     if result.final is not None or result.interrupted or result.model_file is not None:
@@ -142,6 +160,67 @@ def cmd_train(args: argparse.Namespace, params: Params) -> int:
     if result.run_id is not None:
         print(f"sanet train: MLflow run {result.run_id}")
     return EXIT_PREEMPTED if result.interrupted else 0
+
+
+def cmd_evaluate(args: argparse.Namespace, params: Params) -> int:
+    """Evaluate a trained model on one benchmark: metrics, CMC, ranked lists, routing histogram; logged to MLflow."""
+    from sanet.evaluate import run_evaluate
+    from sanet.tracking import TrackingError
+
+    try:
+        result = run_evaluate(
+            params, args.benchmark, args.model, out_dir=args.out, device=args.device, progress=not args.quiet
+        )
+    except TrackingError as exc:
+        raise EvaluationError(str(exc)) from None
+    print(f"sanet evaluate: {result.summary()}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, params: Params) -> int:
+    """Write the paper-comparison report (Tables 1-4) and its figures; print the benchmark table."""
+    from sanet.report import run_report
+    from sanet.tracking import TrackingError
+
+    try:
+        result = run_report(
+            params,
+            eval_dir=args.eval_dir,
+            train_dir=args.train_dir,
+            out=args.out,
+            figures_dir=args.figures,
+            ablations=not args.no_ablations,
+        )
+    except TrackingError as exc:
+        raise ReportError(str(exc)) from None
+    print(result.terminal_table)
+    print(f"sanet report: wrote {result.path} and {len(result.figures)} figures in {args.figures}")
+    return 0
+
+
+def cmd_plots(args: argparse.Namespace, params: Params) -> int:
+    """Render DVC's plots as an HTML page that needs no network (vega served from the page itself)."""
+    from sanet.plots import render_offline_plots
+
+    page = render_offline_plots(out_dir=args.out, vendor_dir=args.vendor)
+    print(f"sanet plots: wrote {page} (self-contained: open it in a browser, no internet needed)")
+    return 0
+
+
+def cmd_remote_setup(args: argparse.Namespace, params: Params) -> int:
+    """Point DVC's default remote at an S3 (or S3-compatible) bucket; credentials stay in the environment."""
+    from sanet.storage import configure_remote
+
+    print(configure_remote(args.url, endpoint=args.endpoint, name=args.name, check=not args.no_check))
+    return 0
+
+
+def cmd_remote_check(args: argparse.Namespace, params: Params) -> int:
+    """Check that the DVC remote (and the MLflow artifact store, when on S3) answer with the current credentials."""
+    from sanet.storage import check_remote
+
+    print(check_remote(params, name=args.name))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,7 +281,57 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when available")
     train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument(
+        "--restart-stale",
+        action="store_true",
+        help="start over (instead of refusing) when the checkpoint has other training parameters or had finished; "
+        "an unfinished one is resumed (the DVC stage uses this)",
+    )
     train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        parents=[common],
+        help="evaluate a trained model on one benchmark (metrics, CMC, ranked lists, routing)",
+    )
+    evaluate.add_argument("--benchmark", required=True, metavar="NAME", help="one of " + ", ".join(BENCHMARK_NAMES))
+    evaluate.add_argument(
+        "--model", type=Path, required=True, metavar="CKPT", help="model file: outputs/train/model.pt"
+    )
+    evaluate.add_argument("--out", type=Path, help="output folder (default: reports/eval/<benchmark>)")
+    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when available")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    report = sub.add_parser("report", parents=[common], help="the paper-comparison report (reports/benchmark.md)")
+    report.add_argument("--eval-dir", type=Path, default=Path("reports/eval"), help="per-benchmark evaluation folders")
+    report.add_argument("--train-dir", type=Path, default=Path("outputs/train"), help="training outputs")
+    report.add_argument("--out", type=Path, default=Path("reports/benchmark.md"), help="the Markdown report")
+    report.add_argument("--figures", type=Path, default=Path("reports/figures"), help="folder for the PNG plots")
+    report.add_argument("--no-ablations", action="store_true", help="skip the Table 3 / 4 search in MLflow")
+    report.set_defaults(func=cmd_report)
+
+    plots = sub.add_parser("plots", parents=[common], help="DVC plots as an HTML page that works offline")
+    plots.add_argument("--out", type=Path, default=Path("reports/plots"), help="folder for index.html")
+    plots.add_argument(
+        "--vendor",
+        type=Path,
+        default=Path("tools/plots/node_modules"),
+        help="node_modules holding vega, vega-lite and vega-embed (`make plots` installs them)",
+    )
+    plots.set_defaults(func=cmd_plots)
+
+    remote = sub.add_parser("remote", help="the S3 remote of DVC and MLflow")
+    remote_sub = remote.add_subparsers(dest="remote_command", required=True, metavar="COMMAND")
+    setup = remote_sub.add_parser("setup", parents=[common], help="make an S3 bucket DVC's default remote")
+    setup.add_argument("--url", required=True, help="s3://bucket/prefix")
+    setup.add_argument("--endpoint", help="endpoint of an S3-compatible store (MinIO, Ceph...); default AWS")
+    setup.add_argument("--name", default="storage", help="remote name (default storage)")
+    setup.add_argument("--no-check", action="store_true", help="do not contact the bucket")
+    setup.set_defaults(func=cmd_remote_setup)
+    check = remote_sub.add_parser("check", parents=[common], help="contact the remote with the current credentials")
+    check.add_argument("--name", help="remote name (default: DVC's default remote)")
+    check.set_defaults(func=cmd_remote_check)
     return parser
 
 
@@ -226,6 +355,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         TrainingError,
         CheckpointError,
         DistributedError,
+        EvaluationError,
+        ReportError,
+        PlotsError,
+        StorageError,
     ) as exc:
         print(f"sanet {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import subprocess
 import tempfile
 import threading
@@ -45,6 +46,7 @@ __all__ = [
     "flat_params",
     "git_sha",
     "log_file",
+    "pipeline_run_id",
     "run_tags",
     "start_run",
     "tracking_uri",
@@ -383,6 +385,20 @@ def files_md5(paths: Iterable[str | Path], root: str | Path) -> str:
     return digest.hexdigest()
 
 
+def pipeline_run_id(inherited: str | None = None) -> str:
+    """The `pipeline_run` tag of a stage's run: `SANET_PIPELINE_RUN` when set, else `inherited`, else a new id.
+
+    `make demo` sets the variable for a whole `dvc repro`. Without it, training starts a new id (UTC time and a
+    random suffix, `20261125-104500-3f9a1c`) and stores it in the model file, and the stages that use the model
+    inherit it: the runs of one pipeline execution share the tag and can be filtered together in the MLflow UI.
+    """
+    if value := os.environ.get(PIPELINE_RUN_ENV, "").strip():
+        return value
+    if inherited:
+        return inherited
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+
+
 def run_tags(params: Params, data_md5: str, stage: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The tags of a stage's run: git_sha, data_md5, variant, stage, profile, pipeline_run (when set), then `extra`."""
     tags = {
@@ -401,13 +417,13 @@ def run_tags(params: Params, data_md5: str, stage: str, extra: Mapping[str, str]
 # ---- the run ---------------------------------------------------------------------------------------------------
 
 
-def _experiment_id(client: MlflowClient, name: str) -> str:
+def _experiment_id(client: MlflowClient, name: str, artifact_location: str = "") -> str:
     from mlflow.exceptions import MlflowException
 
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name)
+            return client.create_experiment(name, artifact_location=artifact_location or None)
         except MlflowException:  # created by a concurrent process in the meantime
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
@@ -491,7 +507,11 @@ def start_run(
     with _env("MLFLOW_TRACKING_URI", uri):
         mlflow.set_tracking_uri(uri)
         client = mlflow.MlflowClient(uri)
-        experiment_id = None if run_id else _experiment_id(client, experiment or params.tracking.experiment)
+        experiment_id = (
+            None
+            if run_id
+            else _experiment_id(client, experiment or params.tracking.experiment, params.tracking.artifact_location)
+        )
         # MLflow reads the sampling interval from the environment when the monitor starts: set for this run only.
         with _env("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", str(params.tracking.system_metrics_interval)):
             run = mlflow.start_run(

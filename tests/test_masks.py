@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 from PIL import Image
@@ -371,12 +373,22 @@ def in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
 
 
-def test_cli_masks_and_preview(in_repo, small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_masks_and_preview(
+    in_repo, small: Path, tmp_path: Path, template_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out, cov, png = tmp_path / "m", tmp_path / "cov.json", tmp_path / "sheet.png"
+    db = tmp_path / "mlflow.db"
+    shutil.copy(template_db, db)
     argv = ["masks", "--benchmark", "all", "--root", str(small), "--out", str(out), "--quiet"]
+    argv += ["--set", f"tracking.uri=sqlite:///{db}", "--set", "tracking.system_metrics=false"]
     assert main([*argv, "--set", "profile=demo", "--set", f"masks.coverage_file={cov}", "--preview", str(png)]) == 0
     text = capsys.readouterr().out
-    assert "images/s" in text.splitlines()[-2] and "partial_reid_cropped" in text and cov.is_file()
+    assert "images/s" in text.splitlines()[-3] and "partial_reid_cropped" in text and cov.is_file()
+    # one MLflow run for the stage, with the coverage as metrics and as a file
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    (run,) = client.search_runs([client.get_experiment_by_name("sanet").experiment_id], "tags.stage = 'masks'")
+    assert run.info.status == "FINISHED" and f"MLflow run {run.info.run_id}" in text.splitlines()
+    assert run.data.metrics["masks/market1501/query/head"] == json.loads(cov.read_text())["market1501"]["query"]["head"]
     with Image.open(png) as sheet:
         assert sheet.width > 200 and sheet.height > 14 * 100  # one row per benchmark split
     # preview alone reads the stored masks

@@ -21,6 +21,7 @@ from sanet.data.benchmarks import ImageRecord, ReIDBenchmark
 from sanet.data.dataset import ImageDataset
 from sanet.data.transforms import TestTransform
 from sanet.metrics.evaluator import build_evaluator
+from sanet.metrics.ranking import RankingResult
 
 if TYPE_CHECKING:
     from sanet.config import Params
@@ -127,6 +128,8 @@ class EvaluationResult:
     num_gallery: int
     extracted: Extracted
     cmc: list[float] = field(default_factory=list)
+    distmat: torch.Tensor | None = None  # (num_query, num_gallery), the distance the metrics ranked
+    ranking: RankingResult | None = None  # per-query AP, first-match rank, validity
 
 
 def evaluate_benchmark(
@@ -167,4 +170,6 @@ def evaluate_benchmark(
         num_gallery=len(benchmark.gallery),
         extracted=extracted,
         cmc=[float(v) for v in evaluator.result.cmc],
+        distmat=evaluator.distmat,
+        ranking=evaluator.result,
     )

@@ -287,6 +287,7 @@ def train(
     resume: bool = True,
     progress: bool = True,
     stop_after_steps: int | None = None,
+    restart_stale: bool = False,
 ) -> TrainResult:
     """Train the model `params` describe on `data.train` (see the module docstring for the whole sequence).
 
@@ -296,6 +297,10 @@ def train(
         resume: continue from `<out_dir>/checkpoints/last.pt` when it exists (False: start over and overwrite it).
         progress: show tqdm bars (rank 0).
         stop_after_steps: stop after this many steps of this call, checkpointing as on SIGTERM (tests, smoke runs).
+        restart_stale: start over, instead of refusing, when the checkpoint was written with other training
+            parameters, and also when its training had finished. The DVC stage runs with it: DVC re-runs `train`
+            only when a dependency changed, so an unfinished checkpoint is an interrupted run to resume, and a
+            finished or foreign one would only replay an old result.
 
     Raises:
         TrainingError, CheckpointError, TrackingError and the data/model errors (BenchmarkError, MasksError,
@@ -304,9 +309,9 @@ def train(
     ctx = init_distributed(device)
     try:
         with _StopOnSignal() as stop:
-            return _Trainer(params, ctx, Path(out_dir or params.train.out_dir), progress and ctx.is_main).run(
-                resume, stop, stop_after_steps
-            )
+            trainer = _Trainer(params, ctx, Path(out_dir or params.train.out_dir), progress and ctx.is_main)
+            trainer.restart_stale = restart_stale
+            return trainer.run(resume, stop, stop_after_steps)
     finally:
         shutdown_distributed()
 
@@ -316,6 +321,7 @@ class _Trainer:
         self.params, self.ctx, self.out_dir, self.progress = params, ctx, out_dir, progress
         self.train_params = params.train
         self.checkpoint_path = out_dir / CHECKPOINT_FILE
+        self.restart_stale = False
 
     # ---- set-up ------------------------------------------------------------------------------------------------
 
@@ -388,6 +394,16 @@ class _Trainer:
         if not self.checkpoint_path.is_file():
             return None
         state = load_checkpoint(self.checkpoint_path, map_location="cpu", expect=STATE_FORMAT)
+        if self.restart_stale:
+            stale = None
+            if state["fingerprint"] != training_fingerprint(self.params):
+                stale = "it was written with other training parameters"
+            elif state["epoch"] >= self.train_params.epochs:
+                stale = "its training had finished"
+            if stale is not None:
+                if self.ctx.is_main:
+                    print(f"sanet train: starting over: {stale} ({self.checkpoint_path} will be replaced)")
+                return None
         if state["fingerprint"] != training_fingerprint(self.params):
             changes = "\n  ".join(training_differences(self.params, state["training_params"])) or "(unknown)"
             raise CheckpointError(
@@ -435,6 +451,7 @@ class _Trainer:
             "untrained": self.untrained,
             "epoch_meter": self.current_meter.state_dict() if step else None,
             "run_id": self.tracker.run_id,
+            "pipeline_run": self.pipeline_run,
             "images_seen": self.images_seen,
             "train_seconds": self.train_seconds,
         }
@@ -473,6 +490,9 @@ class _Trainer:
         self.untrained: dict[str, float] | None = None
         self.images_seen, self.train_seconds, self.global_step = 0, 0.0, 0
         start_epoch, start_step, resume_run_id = 0, 0, None
+        from sanet.tracking import pipeline_run_id
+
+        self.pipeline_run = pipeline_run_id()  # groups this training with the stages that use its model
         self.epoch_meter: dict[str, Any] | None = None
         self.current_meter = _Meter()
         state = self._load() if resume else None
@@ -481,6 +501,7 @@ class _Trainer:
             self.global_step, self.history, self.untrained = state["global_step"], state["history"], state["untrained"]
             self.images_seen, self.train_seconds = state["images_seen"], state["train_seconds"]
             resume_run_id = state["run_id"]
+            self.pipeline_run = state.get("pipeline_run") or self.pipeline_run
             self.epoch_meter = state["epoch_meter"]
             if ctx.is_main:
                 where = f"epoch {start_epoch + 1}, step {start_step}"
@@ -500,7 +521,11 @@ class _Trainer:
                 data_md5,
                 run_name=f"train {params.model.variant} {params.model.backbone} ({params.profile})",
                 resume_run_id=resume_run_id,
-                extra_tags={"world_size": str(ctx.world_size), "device": ctx.device.type},
+                extra_tags={
+                    "world_size": str(ctx.world_size),
+                    "device": ctx.device.type,
+                    "pipeline_run": self.pipeline_run,
+                },
             )
             if self.untrained is None and train.eval_untrained and start_epoch == 0 and start_step == 0:
                 self.untrained = self._validate("untrained")
@@ -643,6 +668,8 @@ class _Trainer:
                 "epochs": self.train_params.epochs,
                 "global_step": self.global_step,
                 "final": final or {},
+                "pipeline_run": self.pipeline_run,
+                "train_run_id": self.tracker.run_id,
             },
         )
         result.model_file = model_file

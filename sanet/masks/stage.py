@@ -10,6 +10,7 @@ empty masks and is counted (``no_person``); the stage goes on.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -226,3 +227,29 @@ def write_masks_preview(
     if not rows:
         raise MasksError(f"no benchmark under {root} has masks stored in {store.out_dir}; run `sanet masks` first")
     return write_preview(path, store, root, rows, per_split=per_split, min_confidence=params.masks.min_confidence)
+
+
+def log_masks_run(params: Params, report: MasksReport) -> str:
+    """Record a mask stage run in MLflow (the `masks` run of a pipeline): params, coverage per split and part, speed.
+
+    Separate from `run_masks`, which tests and notebooks call without a tracking store; `sanet masks` calls both.
+    Coverage metrics are named `masks/<benchmark>/<split>/<part>` (fraction of images showing the part).
+    """
+    import mlflow
+
+    from sanet.tracking import check_tracking_uri, log_file, run_tags, start_run, tracking_uri
+
+    check_tracking_uri(tracking_uri(params))
+    metrics = {"masks/images": float(report.images), "masks/images_per_second": report.images_per_second}
+    metrics["masks/no_person"] = float(report.no_person)
+    for benchmark, splits in report.coverage.items():
+        for split, values in splits.items():
+            for key, value in values.items():
+                if key not in ("images", "no_person"):
+                    metrics[f"masks/{benchmark}/{split}/{key}"] = float(value)
+    tags = run_tags(params, "", stage="masks", extra={"source": report.source, "device": report.device})
+    with start_run(params, stage="masks", run_name=f"masks {report.source} ({params.profile})", tags=tags) as run:
+        mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
+        if report.coverage_file is not None:
+            log_file(report.coverage_file, "masks")
+        return run.info.run_id

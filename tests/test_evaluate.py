@@ -1,0 +1,171 @@
+"""`sanet evaluate` on a tiny synthetic benchmark: the files it writes, its MLflow run, its errors; and the
+training's `--restart-stale` policy that the DVC stage relies on."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from test_train import tiny_data, tiny_overrides  # noqa: F401  (tiny_data is a fixture)
+
+from sanet.cli import main
+from sanet.config import load_params
+from sanet.data.benchmarks import build_benchmark
+from sanet.engine.checkpoint import load_model_file
+from sanet.engine.errors import CheckpointError
+from sanet.engine.features import evaluate_benchmark
+from sanet.engine.trainer import CHECKPOINT_FILE, MODEL_FILE, train
+from sanet.errors import EvaluationError
+from sanet.evaluate import run_evaluate
+from sanet.ranked_list import ranked_gallery
+from sanet.routing import image_routes, routing_summary
+
+REPO = Path(__file__).resolve().parents[1]
+SANET = str(Path(sys.executable).with_name("sanet"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("SANET_PIPELINE_RUN", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:  # noqa: F811
+    """A model trained for one epoch on the tiny data: (model file, the overrides it was trained with)."""
+    out = tmp_path_factory.mktemp("trained")
+    overrides = tiny_overrides(tiny_data, out, "train.epochs=1", "tracking.log_model=false")
+    result = train(load_params(REPO / "params.yaml", overrides), out_dir=out / "train", progress=False)
+    return result.model_file, overrides
+
+
+def test_evaluate_writes_metrics_curves_pictures_and_one_mlflow_run(trained, tmp_path: Path) -> None:
+    model_file, overrides = trained
+    params = load_params(REPO / "params.yaml", [*overrides, f"tracking.uri=sqlite:///{tmp_path / 'eval.db'}"])
+    result = run_evaluate(params, "partial_ilids_p", model_file, out_dir=tmp_path / "eval", progress=False)
+
+    out = tmp_path / "eval"
+    assert {p.name for p in out.iterdir()} == {
+        "metrics.json",
+        "run.json",
+        "cmc.csv",
+        "ranked_list.png",
+        "routing.json",
+        "routing.png",
+    }
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics)[:6] == ["rank1", "rank3", "rank5", "rank10", "mAP", "mINP"]
+    assert metrics["num_query"] == metrics["num_gallery"] == 2  # two identities, one probe and one gallery image each
+
+    # the same numbers as evaluating the loaded model directly
+    model, trained_params, meta = load_model_file(model_file)
+    direct = evaluate_benchmark(
+        model, build_benchmark("partial_ilids_p", params.data.root), trained_params, torch.device("cpu")
+    )
+    for key, value in direct.metrics.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-6)
+    cmc = np.loadtxt(out / "cmc.csv", delimiter=",", skiprows=1)
+    assert cmc[0, 1] == pytest.approx(metrics["rank1"], abs=1e-6)
+    assert np.all(np.diff(cmc[:, 1]) >= 0) and len(cmc) == params.evaluation.max_rank
+
+    info = json.loads((out / "run.json").read_text())
+    assert info["synthetic"] is True and info["variant"] == "sanet" and info["afe_layers"] == 2
+    assert info["pipeline_run"] == meta["pipeline_run"]  # grouped with the training that made the model
+    assert info["mlflow_run_id"] == result.run_id
+
+    routing = json.loads((out / "routing.json").read_text())
+    assert routing["adaptive"] is True and routing["layers"] == 2
+    assert set(routing["groups"]) == {"partial (query)", "holistic (gallery)"}
+    for group in routing["groups"].values():
+        assert sum(group["routes"].values()) == pytest.approx(1.0, abs=1e-3)
+
+    run = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'eval.db'}").get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["stage"] == "evaluate" and run.data.tags["benchmark"] == "partial_ilids_p"
+    assert run.data.tags["pipeline_run"] == meta["pipeline_run"]
+    assert run.data.metrics["partial_ilids_p/mAP"] == pytest.approx(metrics["mAP"])
+    assert run.data.params["afe_layers"] == "2"  # the model's own settings, flat (DESIGN section 6)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'eval.db'}")
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "evaluate/partial_ilids_p")}
+    assert "evaluate/partial_ilids_p/ranked_list.png" in artifacts and "evaluate/partial_ilids_p/run.json" in artifacts
+
+
+def test_evaluate_without_adaptive_routing_says_so(tiny_data, tmp_path: Path) -> None:  # noqa: F811
+    overrides = tiny_overrides(
+        tiny_data, tmp_path, "train.epochs=1", "model.variant=global", "tracking.log_model=false"
+    )
+    params = load_params(REPO / "params.yaml", overrides)
+    model_file = train(params, out_dir=tmp_path / "train", progress=False).model_file
+    run_evaluate(params, "market1501", model_file, out_dir=tmp_path / "eval", progress=False)
+    routing = json.loads((tmp_path / "eval" / "routing.json").read_text())
+    assert routing["adaptive"] is False and "global" in routing["note"]
+    assert not (tmp_path / "eval" / "routing.png").exists()
+
+
+def test_evaluate_cli_errors_name_the_problem(trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, overrides = trained
+    sets = ["--params", str(REPO / "params.yaml"), *(arg for o in overrides for arg in ("--set", o))]
+    missing = tmp_path / "nowhere" / "model.pt"
+    assert main(["evaluate", "--benchmark", "market1501", "--model", str(missing), *sets]) == 2
+    assert str(missing) in capsys.readouterr().err
+    with pytest.raises(EvaluationError, match="unknown benchmark 'market'"):
+        run_evaluate(load_params(REPO / "params.yaml", overrides), "market", missing)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a model")
+    assert main(["evaluate", "--benchmark", "market1501", "--model", str(garbage), *sets]) == 2
+    assert "garbage.pt" in capsys.readouterr().err
+    assert not (Path("reports") / "eval").exists()  # nothing written
+
+
+def test_ranked_gallery_applies_the_protocol_and_breaks_ties_by_index() -> None:
+    distances = torch.tensor([0.5, 0.1, 0.1, 0.3, 0.2])
+    g_pids = np.array([1, 1, 2, 3, 1])
+    g_camids = np.array([0, 1, 1, 0, 0])
+    # gallery 0 and 4 share the query's pid 1 and camera 0: left out, as in the metrics
+    assert ranked_gallery(distances, 1, 0, g_pids, g_camids, top_k=10) == [1, 2, 3]
+    assert ranked_gallery(distances, 1, 0, g_pids, g_camids, top_k=2) == [1, 2]
+
+
+def test_routes_follow_the_chain_of_reached_cells() -> None:
+    nr = -1
+    # image 0: layer 1 at stride 16 goes down (2) -> layer 2 at stride 32 keeps (1) -> output at stride 32
+    # image 1: layer 1 at stride 16 goes up (0) -> layer 2 at stride 8 goes down (2) -> output at stride 16
+    routing = torch.tensor([[[nr, 2, nr], [nr, nr, 1]], [[nr, 0, nr], [2, nr, nr]]])
+    assert image_routes(routing).tolist() == [[1, 2, 2], [1, 0, 1]]
+    summary = routing_summary(routing, {"a": np.array([True, False]), "b": np.array([False, True])})
+    assert summary["groups"]["a"]["routes"] == {"16>32>32": 1.0}
+    assert summary["groups"]["b"]["mean_stride"] == [16.0, 8.0, 16.0]
+    with pytest.raises(ValueError, match="exactly one cell"):
+        image_routes(torch.tensor([[[0, 1, nr], [nr, 1, nr]]]))
+
+
+def test_restart_stale_resumes_unfinished_and_replaces_finished_or_foreign_checkpoints(
+    tiny_data,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    params = load_params(REPO / "params.yaml", tiny_overrides(tiny_data, tmp_path, "tracking.log_model=false"))
+    out = tmp_path / "train"
+    first = train(params, out_dir=out, progress=False, stop_after_steps=2)
+    assert first.interrupted
+    resumed = train(params, out_dir=out, progress=False, restart_stale=True)
+    assert resumed.resumed_from == str(out / CHECKPOINT_FILE) and not resumed.interrupted
+    assert (out / MODEL_FILE).is_file()
+
+    capsys.readouterr()
+    again = train(params, out_dir=out, progress=False, restart_stale=True)  # finished: a new training
+    assert again.resumed_from is None and "its training had finished" in capsys.readouterr().out
+
+    other = load_params(
+        REPO / "params.yaml", tiny_overrides(tiny_data, tmp_path, "tracking.log_model=false", "train.lr=0.05")
+    )
+    with pytest.raises(CheckpointError, match="other training parameters"):
+        train(other, out_dir=out, progress=False, stop_after_steps=1)
+    replaced = train(other, out_dir=out, progress=False, restart_stale=True, stop_after_steps=1)
+    assert replaced.resumed_from is None and "other training parameters" in capsys.readouterr().out
