@@ -5,5 +5,11 @@ import os
 # The project's own entry points never phone home (no internet on build machines, and no surprise traffic on clusters).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+# botocore >= 1.36 adds CRC32 checksums to every upload and asks for checksums on every download; several
+# S3-compatible stores (older MinIO, Ceph RGW, some vendors) reject or mangle them. Checksums only where an S3
+# operation requires one, for MLflow's artifact uploads (boto3) and for the `dvc` commands this process starts
+# (aiobotocore reads the same variables). A value the user exported wins. See sanet/storage.py.
+os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+os.environ.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")
 
 __version__ = "0.1.0"

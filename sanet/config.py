@@ -324,6 +324,18 @@ class TrackingParams(_Section):
     system_metrics: bool = Field(True, description="CPU, memory (and GPU) usage every system_metrics_interval s")
     system_metrics_interval: float = Field(10.0, gt=0)
     log_model: bool = Field(True, description="log the trained model (pyfunc: images -> features, visibility)")
+    artifact_location: str = Field(
+        "",
+        description="where experiments this project creates keep their artifacts: '' for MLflow's default "
+        "(./mlruns beside a database store, the server's store for a tracking server), or s3://bucket/prefix",
+    )
+
+    @field_validator("artifact_location")
+    @classmethod
+    def _artifact_scheme(cls, value: str) -> str:
+        if value and not re.match(r"^(s3|gs|wasbs|hdfs|file)://", value) and not value.startswith("/"):
+            raise ValueError("must be empty, an absolute path, or a URI such as s3://bucket/prefix")
+        return value
 
 
 class RerankParams(_Section):
