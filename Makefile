@@ -17,8 +17,18 @@ QUIET_MIRROR := { grep -v "is ignored: it is neither a file nor a directory" || 
 export PATH := $(abspath $(BIN)):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
+# botocore >= 1.36 checksums break some S3-compatible stores (older MinIO, Ceph RGW): send them only where required.
+export AWS_REQUEST_CHECKSUM_CALCULATION ?= when_required
+export AWS_RESPONSE_CHECKSUM_VALIDATION ?= when_required
 
-.PHONY: help install pifpaf test lint format demo lock clean
+UI_PORT ?= 5000
+PLOTS_STAMP := tools/plots/node_modules/.installed
+# Table 3 (variants) and Table 4 (AFE layers, cell kernel) settings; the baseline is the pipeline's own run.
+ABLATIONS ?= model.variant=hpnet model.variant=global model.variant=fixed_fe \
+	model.afe.layers=3 model.afe.layers=7 model.afe.kernel=1 model.afe.kernel=5
+ABLATION_SET ?=
+
+.PHONY: help install pifpaf plots-js test lint format demo repro plots ui ablations remote lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -39,7 +49,7 @@ $(PIFPAF_STAMP): $(STAMP) tools/build_pifpaf.sh
 	tools/build_pifpaf.sh $(BIN)/python
 	@touch $@
 
-test: install pifpaf  ## run the test suite
+test: install pifpaf plots-js  ## run the test suite
 	$(BIN)/pytest
 
 lint: install  ## ruff: lint and formatting
@@ -50,15 +60,56 @@ format: install  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-demo: install  ## generate the synthetic benchmark (as pinned by data.dvc) and print its statistics
-	$(BIN)/sanet synth --out data --preview reports/synthetic_preview.png
-	$(BIN)/sanet data stats --root data
-	@# `dvc commit` without --force stores data/ in the DVC cache only if it is exactly what data.dvc pins.
-	@$(BIN)/dvc commit --quiet data.dvc || { echo "data/ differs from what data.dvc pins (see README, Data)"; exit 1; }
-	$(BIN)/dvc status data.dvc
-	$(BIN)/dvc repro masks
-	$(BIN)/sanet masks --preview reports/masks_preview.png
-	$(BIN)/dvc status
+plots-js: $(PLOTS_STAMP)  ## install the vega libraries that `make plots` inlines (npm, once)
+
+$(PLOTS_STAMP): tools/plots/package.json tools/plots/package-lock.json
+	npm ci --prefix tools/plots --no-audit --no-fund --loglevel=error
+	@touch $@
+
+demo: install  ## set up and run the whole pipeline on the synthetic benchmark (about 10 minutes on 2 cores)
+	@start=$$SECONDS; \
+	$(BIN)/sanet synth --out data --preview reports/synthetic_preview.png && \
+	$(BIN)/sanet data stats --root data && \
+	{ $(BIN)/dvc commit --quiet data.dvc || { echo "data/ differs from what data.dvc pins (see README, Data)"; exit 1; }; } && \
+	SANET_PIPELINE_RUN=$${SANET_PIPELINE_RUN:-demo-$$(date -u +%Y%m%d-%H%M%S)} $(BIN)/dvc repro && \
+	$(BIN)/sanet masks --preview reports/masks_preview.png && \
+	$(BIN)/dvc status && \
+	echo && cat reports/benchmark.txt && echo && \
+	echo "pipeline finished in $$((SECONDS - start)) s. Where to look next:" && \
+	echo "  reports/benchmark.md       the paper-comparison report (Tables 1-4), figures in reports/figures/" && \
+	echo "  reports/eval/<benchmark>/  metrics, CMC, ranked lists (ranked_list.png), AFE routing (routing.png)" && \
+	echo "  make ui                    MLflow: every stage's run, grouped by the pipeline_run tag" && \
+	echo "  make plots                 DVC plots as a page that works offline (reports/plots/index.html)" && \
+	echo "  dvc metrics show / dvc plots diff / make ablations (Tables 3 and 4)"
+
+repro: install  ## `dvc repro` with one pipeline_run tag for all its MLflow runs
+	SANET_PIPELINE_RUN=$${SANET_PIPELINE_RUN:-repro-$$(date -u +%Y%m%d-%H%M%S)} $(BIN)/dvc repro
+
+plots: install plots-js  ## render DVC's plots to reports/plots/index.html, vega inlined (no internet needed)
+	$(BIN)/sanet plots --out reports/plots
+
+ui: install  ## start the MLflow UI on 127.0.0.1 (UI_PORT=5000) for the local runs (mlflow.db)
+	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)  (Ctrl-C stops it; runs of one pipeline share the pipeline_run tag)"
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --default-artifact-root $(CURDIR)/mlruns \
+		--host 127.0.0.1 --port $(UI_PORT)
+
+ablations: install  ## Table 3 and 4: queue the ablation settings as DVC experiments, run them, refresh the report
+	@test -f outputs/train/model.pt || { echo "run \`make demo\` (or \`make repro\`) first: ablations compare to its run"; exit 1; }
+	@# Experiments run in temporary copies of the repository: the tracking store and artifacts are given absolute
+	@# paths so that their MLflow runs land here, in the `sanet-ablations` experiment.
+	for setting in $(ABLATIONS); do \
+		$(BIN)/dvc exp run --queue --name "abl-$$(echo $$setting | sed 's/^model\.//; s/[^a-z0-9]/-/g')" \
+			-S $$setting -S tracking.experiment=sanet-ablations -S tracking.uri=sqlite:///$(CURDIR)/mlflow.db \
+			-S tracking.artifact_location=$(CURDIR)/mlruns/ablations $(ABLATION_SET); \
+	done
+	$(BIN)/dvc exp run --run-all --jobs 1
+	$(BIN)/dvc exp show --only-changed --drop 'Created|State|Executor' --md
+	$(BIN)/dvc repro --force --single-item report
+
+remote: install  ## make an S3 bucket DVC's default remote: make remote URL=s3://bucket/prefix [ENDPOINT=http://host:9000]
+	@test -n "$(URL)" || { echo "usage: make remote URL=s3://bucket/prefix [ENDPOINT=http://host:9000]"; exit 2; }
+	$(BIN)/sanet remote setup --url $(URL) $(if $(ENDPOINT),--endpoint $(ENDPOINT))
+	$(BIN)/sanet remote check
 
 lock:  ## re-resolve requirements*.lock from requirements*.in (needs the package index)
 	@test -x .lockenv/bin/uv || { $(PYTHON) -m venv .lockenv && .lockenv/bin/pip install --quiet uv==$(UV_VERSION); }
@@ -69,4 +120,5 @@ LOCK_FLAGS = --python-version 3.11 --python-platform x86_64-manylinux_2_28 --ind
 	--extra-index-url file:///opt/pypi-more/simple --find-links /opt/wheels --no-header --quiet
 
 clean:  ## remove the environment and generated outputs (not data/)
-	rm -rf $(VENV) .lockenv .pytest_cache .ruff_cache reports/synthetic_preview.png reports/masks_preview.png
+	rm -rf $(VENV) .lockenv .pytest_cache .ruff_cache reports/synthetic_preview.png reports/masks_preview.png \
+		tools/plots/node_modules reports/plots

@@ -1,0 +1,157 @@
+"""`dvc repro` end to end on a tiny profile, in a temporary copy of the repository.
+
+The copy holds the repository's tracked files (dvc.yaml, params.yaml, the package sources DVC hashes as deps), a tiny
+synthetic benchmark in place of the pinned one, and a params.yaml whose demo profile is shrunk to a one-epoch,
+few-channel model. The test runs the real `dvc` and `sanet` executables, as `make demo` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from test_train import TINY_SYNTH
+
+from sanet.data.synthetic import write_synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+BENCHMARKS = ["market1501", "dukemtmc", "partial_reid", "partial_reid_cropped", "partial_ilids_p", "partial_ilids_o"]
+STAGES = ["masks", "train", *(f"evaluate@{b}" for b in BENCHMARKS), "report"]
+
+TINY_DEMO = {
+    "data": {"workers": 0},
+    "input": {"height": 64, "width": 32},
+    "model": {
+        "backbone": "resnet18",
+        "pretrained": "none",
+        "afe": {"width": 8, "layers": 2},
+        "mfe": {"seg_channels": 8},
+    },
+    "loss": {"focal_weight": 10.0, "focal_alpha": 0.5},
+    "train": {"epochs": 1, "batch_size": 4, "instances_per_id": 2, "warmup_epochs": 0.5, "log_every": 2},
+    "masks": {"source": "synthetic"},
+}
+
+
+def _repo_files() -> list[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return [name for name in listed.split("\0") if name and (REPO / name).is_file()]
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], subprocess.CompletedProcess[str]]:
+    """The repository copy after one `dvc repro`: (copy, environment, the repro's output)."""
+    copy = tmp_path_factory.mktemp("repo")
+    for name in _repo_files():
+        target = copy / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, target)
+    (copy / "data.dvc").unlink()  # pins the full synthetic benchmark; the copy gets a tiny one
+    write_synthetic(copy / "data", TINY_SYNTH, progress=False)
+    raw = yaml.safe_load((copy / "params.yaml").read_text())
+    raw["profiles"]["demo"] = TINY_DEMO
+    raw["evaluation"]["batch_size"] = 16
+    raw["tracking"]["system_metrics"] = False
+    raw["tracking"]["log_model"] = False
+    (copy / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "SANET_"))}
+    env |= {
+        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    env["SANET_PIPELINE_RUN"] = "test-pipeline"
+    for args in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"],
+    ):
+        _run(args, copy, env)
+    return copy, env, _run(["dvc", "repro"], copy, env)
+
+
+def test_dvc_repro_runs_every_stage_and_writes_every_output(pipeline) -> None:
+    copy, env, repro = pipeline
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in repro.stdout, stage
+    assert (copy / "outputs/train/model.pt").is_file()
+    for name in BENCHMARKS:
+        metrics = json.loads((copy / "reports/eval" / name / "metrics.json").read_text())
+        assert 0.0 <= metrics["mAP"] <= 1.0 and metrics["num_query"] > 0
+        assert (copy / "reports/eval" / name / "ranked_list.png").is_file()
+    report = (copy / "reports/benchmark.md").read_text()
+    assert "synthetic" in report.splitlines()[0].lower() or "synthetic" in report[:400].lower()
+    assert any((copy / "reports/figures").glob("*.png"))
+    # the lock records every stage; `dvc status` finds nothing to do
+    lock = yaml.safe_load((copy / "dvc.lock").read_text())
+    assert set(lock["stages"]) == set(STAGES)
+    assert "up to date" in _run(["dvc", "status"], copy, env).stdout
+
+
+def test_second_repro_does_nothing(pipeline) -> None:
+    copy, env, _ = pipeline
+    start = time.perf_counter()
+    again = _run(["dvc", "repro"], copy, env)
+    assert "Running stage" not in again.stdout
+    assert time.perf_counter() - start < 60  # a generous bound for a loaded CI machine; `make demo` reports the time
+
+
+def test_metrics_and_plots_are_declared_at_top_level(pipeline) -> None:
+    copy, env, _ = pipeline
+    shown = json.loads(_run(["dvc", "metrics", "show", "--json"], copy, env).stdout)
+    files = next(iter(shown.values()))["data"]
+    for name in BENCHMARKS:
+        assert "rank1" in files[f"reports/eval/{name}/metrics.json"]["data"]
+    assert "final" in files["outputs/train/metrics.json"]["data"]
+    plots = json.loads(_run(["dvc", "plots", "show", "--json", "--split"], copy, env).stdout)
+    assert {"Training losses", "Learning rate", "CMC curves", "reports/figures/cmc.png"} <= set(plots["data"])
+
+
+def test_one_mlflow_run_per_stage_grouped_by_the_pipeline_run(pipeline) -> None:
+    copy, _, _ = pipeline
+    client = mlflow.MlflowClient(f"sqlite:///{copy / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("sanet")
+    runs = client.search_runs([experiment.experiment_id], "tags.pipeline_run = 'test-pipeline'")
+    stages = sorted(run.data.tags["stage"] for run in runs)
+    assert stages == sorted(["masks", "train", *["evaluate"] * len(BENCHMARKS), "report"])
+    assert all(run.info.status == "FINISHED" for run in runs)
+    names = {run.info.run_name for run in runs}
+    assert "evaluate partial_reid · sanet (demo)" in names
+    evaluated = {run.data.tags["benchmark"] for run in runs if run.data.tags["stage"] == "evaluate"}
+    assert evaluated == set(BENCHMARKS)
+    for run in runs:
+        if run.data.tags["stage"] == "evaluate":
+            bench = run.data.tags["benchmark"]
+            assert {f"{bench}/rank1", f"{bench}/mAP", f"{bench}/mINP"} <= set(run.data.metrics)
+            assert run.data.params["afe_layers"] == "2" and run.data.params["triplet_weight"] == "0.1"
+
+
+def test_changing_an_evaluation_param_reruns_only_the_evaluations_and_report(pipeline) -> None:
+    copy, env, _ = pipeline
+    status = _run(["dvc", "status", "--json"], copy, env)
+    assert json.loads(status.stdout) == {}
+    raw = yaml.safe_load((copy / "params.yaml").read_text())
+    raw["evaluation"]["max_rank"] = 20
+    (copy / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    changed = json.loads(_run(["dvc", "status", "--json"], copy, env).stdout)
+    assert set(changed) == {f"evaluate@{b}" for b in BENCHMARKS}  # not the training: its outputs stay valid
