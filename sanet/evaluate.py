@@ -239,7 +239,7 @@ def _log_to_mlflow(
     """
     import mlflow
 
-    from sanet.tracking import run_tags, start_run
+    from sanet.tracking import model_label, run_tags, start_run
 
     tags = run_tags(
         params,
@@ -253,7 +253,7 @@ def _log_to_mlflow(
             **({"train_run_id": run_info["train_run_id"]} if run_info["train_run_id"] else {}),
         },
     )
-    run_name = f"evaluate {benchmark} · {params.model.variant} ({params.profile})"
+    run_name = f"evaluate {benchmark} · {model_label(params)} ({params.profile})"
     with start_run(params, stage="evaluate", run_name=run_name, tags=tags) as run:
         mlflow.log_metrics({f"{benchmark}/{key}": float(value) for key, value in metrics.items()})
         files = write_results(run.info.run_id)

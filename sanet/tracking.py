@@ -46,6 +46,7 @@ __all__ = [
     "flat_params",
     "git_sha",
     "log_file",
+    "model_label",
     "pipeline_run_id",
     "run_tags",
     "start_run",
@@ -397,6 +398,17 @@ def pipeline_run_id(inherited: str | None = None) -> str:
     if inherited:
         return inherited
     return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+
+
+def model_label(params: Params) -> str:
+    """The model in a run name: the variant, with the AFE's layers and kernel where it has an AFE (`sanet L5 k3`).
+
+    Ablation runs differ by exactly these settings, so the runs table tells them apart at a glance.
+    """
+    model = params.model
+    if model.variant in ("fixed_fe", "sanet"):
+        return f"{model.variant} L{model.afe.layers} k{model.afe.kernel}"
+    return model.variant
 
 
 def run_tags(params: Params, data_md5: str, stage: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:

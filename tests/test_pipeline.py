@@ -136,7 +136,7 @@ def test_one_mlflow_run_per_stage_grouped_by_the_pipeline_run(pipeline) -> None:
     assert stages == sorted(["masks", "train", *["evaluate"] * len(BENCHMARKS), "report"])
     assert all(run.info.status == "FINISHED" for run in runs)
     names = {run.info.run_name for run in runs}
-    assert "evaluate partial_reid · sanet (demo)" in names
+    assert "evaluate partial_reid · sanet L2 k3 (demo)" in names
     evaluated = {run.data.tags["benchmark"] for run in runs if run.data.tags["stage"] == "evaluate"}
     assert evaluated == set(BENCHMARKS)
     for run in runs:

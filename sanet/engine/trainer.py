@@ -514,12 +514,12 @@ class _Trainer:
         with self.tracker:
             data_md5 = ""
             if ctx.is_main:
-                from sanet.tracking import files_md5
+                from sanet.tracking import files_md5, model_label
 
                 data_md5 = files_md5(self.train_paths, params.data.root)
             self.tracker.start(
                 data_md5,
-                run_name=f"train {params.model.variant} {params.model.backbone} ({params.profile})",
+                run_name=f"train {model_label(params)} {params.model.backbone} ({params.profile})",
                 resume_run_id=resume_run_id,
                 extra_tags={
                     "world_size": str(ctx.world_size),
