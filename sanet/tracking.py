@@ -344,7 +344,9 @@ def flat_params(params: Params) -> dict[str, str | int | float | bool]:
 def git_sha(path: str | Path = ".") -> str:
     """The full sha of HEAD of the repository holding `path`, `-dirty` when tracked files have uncommitted changes.
 
-    "unknown" outside a git repository, without git, or when git refuses (e.g. a repository owned by another user).
+    `dvc.lock` does not count: `dvc repro` rewrites it after every stage, so every stage after the first would
+    otherwise tag its run dirty although the code is the commit's. "unknown" outside a git repository, without git,
+    or when git refuses (e.g. a repository owned by another user).
     """
 
     def git(*args: str) -> str:
@@ -354,7 +356,7 @@ def git_sha(path: str | Path = ".") -> str:
 
     try:
         sha = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)dvc.lock")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha

@@ -226,12 +226,15 @@ def test_git_sha_is_the_head_commit_and_marks_a_dirty_tree(tmp_path: Path) -> No
     repo.mkdir()
     _git(repo, "init", "-q")
     (repo / "a.txt").write_text("one")
-    _git(repo, "add", "a.txt")
+    (repo / "dvc.lock").write_text("schema: '2.0'")
+    _git(repo, "add", "a.txt", "dvc.lock")
     _git(repo, "commit", "-q", "-m", "first")
     head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
     assert git_sha(repo) == head.stdout.strip()
     assert len(git_sha(repo)) == 40
     (repo / "untracked.txt").write_text("ignored by the dirty check")
+    assert not git_sha(repo).endswith("-dirty")
+    (repo / "dvc.lock").write_text("stages: {}")  # rewritten by `dvc repro` between stages: not a code change
     assert not git_sha(repo).endswith("-dirty")
     (repo / "a.txt").write_text("two")
     assert git_sha(repo) == head.stdout.strip() + "-dirty"
