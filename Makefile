@@ -97,13 +97,15 @@ ablations: install  ## Table 3 and 4: queue the ablation settings as DVC experim
 	@test -f outputs/train/model.pt || { echo "run \`make demo\` (or \`make repro\`) first: ablations compare to its run"; exit 1; }
 	@# Experiments run in temporary copies of the repository: the tracking store and artifacts are given absolute
 	@# paths so that their MLflow runs land here, in the `sanet-ablations` experiment.
+	@base=$$(git rev-parse --short HEAD); \
 	for setting in $(ABLATIONS); do \
 		$(BIN)/dvc exp run --queue --name "abl-$$(echo $$setting | sed 's/^model\.//; s/[^a-z0-9]/-/g')" \
 			-S $$setting -S tracking.experiment=sanet-ablations -S tracking.uri=sqlite:///$(CURDIR)/mlflow.db \
-			-S tracking.artifact_location=$(CURDIR)/mlruns/ablations $(ABLATION_SET); \
-	done
-	$(BIN)/dvc exp run --run-all --jobs 1
-	$(BIN)/dvc exp show --only-changed --drop 'Created|State|Executor' --md
+			-S tracking.artifact_location=$(CURDIR)/mlruns/ablations $(ABLATION_SET) || exit 1; \
+	done; \
+	$(BIN)/dvc exp run --run-all --jobs 1 && \
+	$(BIN)/dvc exp show --rev $$base --md --drop '.*' --keep \
+		'Experiment|model\.variant|model\.afe\.layers|model\.afe\.kernel|.*/(market1501|partial_ilids_p)/metrics\.json:(rank1|mAP)$$'
 	$(BIN)/dvc repro --force --single-item report
 
 remote: install  ## make an S3 bucket DVC's default remote: make remote URL=s3://bucket/prefix [ENDPOINT=http://host:9000]
