@@ -512,10 +512,10 @@ class _Trainer:
         resumed_from = str(self.checkpoint_path) if state is not None else None
 
         with self.tracker:
+            from sanet.tracking import files_md5, model_label
+
             data_md5 = ""
             if ctx.is_main:
-                from sanet.tracking import files_md5, model_label
-
                 data_md5 = files_md5(self.train_paths, params.data.root)
             self.tracker.start(
                 data_md5,
