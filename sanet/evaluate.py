@@ -175,7 +175,7 @@ def run_evaluate(
 
     figures = [
         atomic_write(out / "cmc.csv", lambda handle: handle.write(_cmc_csv(result.cmc).encode())),
-        _write_ranked_list(out / "ranked_list.png", data, result, benchmark, trained),
+        _write_ranked_list(out / "ranked_list.png", data, result, benchmark),
         *_write_routing(out, data, result, benchmark, trained),
     ]
 
@@ -187,7 +187,8 @@ def run_evaluate(
     return EvaluateResult(benchmark, metrics, out, files, run_id, time.perf_counter() - started)
 
 
-def _write_ranked_list(path: Path, data: Any, result: Any, benchmark: str, trained: Params) -> Path:
+def _write_ranked_list(path: Path, data: Any, result: Any, benchmark: str) -> Path:
+    """Six queries and their top 10, each image shown at 128 x 64 (Market-1501's own size, whatever the input)."""
     from sanet.ranked_list import write_ranked_lists
 
     return write_ranked_lists(
@@ -196,7 +197,6 @@ def _write_ranked_list(path: Path, data: Any, result: Any, benchmark: str, train
         data.gallery,
         result.distmat,
         result.ranking.valid,
-        size=(2 * trained.input.height, 2 * trained.input.width) if trained.input.height < 128 else (128, 64),
         title=f"{benchmark}: top 10 of {len(data.gallery)} gallery images (green: same identity, red: another)",
     )
 
