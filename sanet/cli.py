@@ -21,6 +21,7 @@ from sanet.engine.errors import CheckpointError, DistributedError, TrainingError
 from sanet.errors import EvaluationError, PlotsError, ReportError, StorageError  # torch-free
 from sanet.masks.errors import MasksError  # torch-free: OpenPifPaf is imported only when a run needs it
 from sanet.model import WeightsError  # torch-free: the model itself is imported by the commands that need it
+from sanet.tracking import TrackingError  # mlflow-free: mlflow is imported only by the functions that log
 
 EXIT_USAGE = 2
 BENCHMARK_NAMES = list(BENCHMARKS)
@@ -107,13 +108,10 @@ def cmd_masks(args: argparse.Namespace, params: Params) -> int:
     """Compute and store the part masks of the chosen benchmarks, print their coverage and speed; and/or overlays."""
     from sanet.masks.coverage import format_coverage
     from sanet.masks.stage import log_masks_run, run_masks, write_masks_preview
-    from sanet.tracking import TrackingError, check_tracking_uri, tracking_uri
+    from sanet.tracking import check_tracking_uri, tracking_uri
 
     if args.benchmark is not None:
-        try:
-            check_tracking_uri(tracking_uri(params))  # fail before the work, not after it
-        except TrackingError as exc:
-            raise MasksError(str(exc)) from None
+        check_tracking_uri(tracking_uri(params))  # fail before the work, not after it
         report = run_masks(params, args.benchmark, root=args.root, out_dir=args.out, progress=not args.quiet)
         out = args.out if args.out is not None else params.masks.out_dir
         print(
@@ -129,10 +127,7 @@ def cmd_masks(args: argparse.Namespace, params: Params) -> int:
             f"speed: {report.images_per_second:.1f} images/s ({report.images} images in {report.seconds:.1f} s, "
             f"source {report.source}, device {report.device})"
         )
-        try:
-            print(f"MLflow run {log_masks_run(params, report)}")
-        except TrackingError as exc:
-            raise MasksError(str(exc)) from None
+        print(f"MLflow run {log_masks_run(params, report)}")
     if args.preview is not None:
         path = write_masks_preview(params, args.preview, args.benchmark or "all", root=args.root, out_dir=args.out)
         print(f"wrote the mask overlays {path}")
@@ -142,19 +137,15 @@ def cmd_masks(args: argparse.Namespace, params: Params) -> int:
 def cmd_train(args: argparse.Namespace, params: Params) -> int:
     """Train on data.train (resuming from the output folder's last checkpoint); exit 143 when stopped by SIGTERM."""
     from sanet.engine.trainer import EXIT_PREEMPTED, train
-    from sanet.tracking import TrackingError
 
-    try:
-        result = train(
-            params,
-            out_dir=args.out,
-            device=args.device,
-            resume=not args.fresh,
-            progress=not args.quiet,
-            restart_stale=args.restart_stale,
-        )
-    except TrackingError as exc:
-        raise TrainingError(str(exc)) from None
+    result = train(
+        params,
+        out_dir=args.out,
+        device=args.device,
+        resume=not args.fresh,
+        progress=not args.quiet,
+        restart_stale=args.restart_stale,
+    )
     if result.final is not None or result.interrupted or result.model_file is not None:
         print(f"sanet train: {result.summary(params.data.train)}")
     if result.run_id is not None:
@@ -165,14 +156,9 @@ def cmd_train(args: argparse.Namespace, params: Params) -> int:
 def cmd_evaluate(args: argparse.Namespace, params: Params) -> int:
     """Evaluate a trained model on one benchmark: metrics, CMC, ranked lists, routing histogram; logged to MLflow."""
     from sanet.evaluate import run_evaluate
-    from sanet.tracking import TrackingError
 
-    try:
-        result = run_evaluate(
-            params, args.benchmark, args.model, out_dir=args.out, device=args.device, progress=not args.quiet
-        )
-    except TrackingError as exc:
-        raise EvaluationError(str(exc)) from None
+    progress = not args.quiet
+    result = run_evaluate(params, args.benchmark, args.model, out_dir=args.out, device=args.device, progress=progress)
     print(f"sanet evaluate: {result.summary()}")
     return 0
 
@@ -180,19 +166,15 @@ def cmd_evaluate(args: argparse.Namespace, params: Params) -> int:
 def cmd_report(args: argparse.Namespace, params: Params) -> int:
     """Write the paper-comparison report (Tables 1-4) and its figures; print the benchmark table."""
     from sanet.report import run_report
-    from sanet.tracking import TrackingError
 
-    try:
-        result = run_report(
-            params,
-            eval_dir=args.eval_dir,
-            train_dir=args.train_dir,
-            out=args.out,
-            figures_dir=args.figures,
-            ablations=not args.no_ablations,
-        )
-    except TrackingError as exc:
-        raise ReportError(str(exc)) from None
+    result = run_report(
+        params,
+        eval_dir=args.eval_dir,
+        train_dir=args.train_dir,
+        out=args.out,
+        figures_dir=args.figures,
+        ablations=not args.no_ablations,
+    )
     print(result.terminal_table)
     print(f"sanet report: wrote {result.path} and {len(result.figures)} figures in {args.figures}")
     return 0
@@ -359,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ReportError,
         PlotsError,
         StorageError,
+        TrackingError,
     ) as exc:
         print(f"sanet {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

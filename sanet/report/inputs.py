@@ -54,14 +54,19 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a finite number")
 
 
-def _read_json(path: Path, hint: str) -> dict[str, Any]:
-    """A JSON object from `path`, or a ReportError naming the file, the problem and `hint` (what to run)."""
+def _read_text(path: Path, hint: str) -> str:
+    """The text of `path`, or a ReportError saying it is missing or unreadable, and `hint` (what to run)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ReportError(f"{path} is missing: {hint}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ReportError(f"cannot read {path} ({getattr(exc, 'strerror', None) or exc}): {hint}") from None
+
+
+def _read_json(path: Path, hint: str) -> dict[str, Any]:
+    """A JSON object from `path`, or a ReportError naming the file, the problem and `hint` (what to run)."""
+    text = _read_text(path, hint)
     try:
         data = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
@@ -117,12 +122,7 @@ def _read_run(path: Path, benchmark: str, hint: str) -> dict[str, Any]:
 
 def _read_cmc(path: Path, hint: str) -> list[float]:
     """The CMC curve from `rank,cmc` rows with ranks 1..n in order and non-decreasing fractions."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ReportError(f"{path} is missing: {hint}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReportError(f"cannot read {path} ({getattr(exc, 'strerror', None) or exc}): {hint}") from None
+    text = _read_text(path, hint)
     rows = list(csv.reader(io.StringIO(text)))
     if not rows or [cell.strip() for cell in rows[0]] != ["rank", "cmc"]:
         raise ReportError(f"{path}: the header must be 'rank,cmc': {hint}")
