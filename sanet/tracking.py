@@ -21,13 +21,13 @@ import json
 import os
 import secrets
 import subprocess
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from sanet.stores import check_database_url, check_sqlite_url, redact, with_deadline
 
 if TYPE_CHECKING:
     from mlflow import ActiveRun, MlflowClient
@@ -77,19 +77,6 @@ _MAX_METRICS_PER_BATCH = 1000  # mlflow.utils.validation.MAX_METRICS_PER_BATCH
 _CHUNK = 1 << 20
 _BARE_SCHEMES = ("databricks", "databricks-uc", "uc")
 
-# DB-API driver module -> the pip package that provides it (what to install when it is missing).
-_DRIVER_PACKAGES = {
-    "psycopg2": "psycopg2-binary",
-    "psycopg": "psycopg[binary]",
-    "pg8000": "pg8000",
-    "asyncpg": "asyncpg",
-    "MySQLdb": "mysqlclient",
-    "pymysql": "PyMySQL",
-    "mysql": "mysql-connector-python",
-    "pyodbc": "pyodbc",
-    "pymssql": "pymssql",
-}
-
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used; the message names the URI and the reason, for a terminal."""
@@ -101,45 +88,6 @@ class TrackingError(RuntimeError):
 def tracking_uri(params: Params) -> str:
     """The tracking URI a run uses: `MLFLOW_TRACKING_URI` when set and non-empty, else `tracking.uri`."""
     return os.environ.get("MLFLOW_TRACKING_URI", "").strip() or params.tracking.uri
-
-
-def _redact(uri: str) -> str:
-    """`uri` with any password replaced by `***`, so that messages and logs never print a credential."""
-    try:
-        parts = urlsplit(uri)
-        if parts.password is None:
-            return uri
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-    except ValueError:  # not parseable as a URL (an odd port, say): show nothing that could be secret
-        return uri.split("@")[-1]
-
-
-def _with_deadline(check: Callable[[], None], timeout: float, uri: str) -> None:
-    """Run `check` in a daemon thread; raise TrackingError when it has not finished after `timeout` (+1) seconds.
-
-    Drivers and HTTP clients apply their timeouts per socket operation, so a slow server could stall a check for a
-    multiple of `timeout`; the thread bounds the whole check. A check still running is abandoned (daemon thread).
-    """
-    outcome: list[BaseException | None] = []
-
-    def target() -> None:
-        try:
-            check()
-        except BaseException as exc:  # handed to the caller's thread
-            outcome.append(exc)
-        else:
-            outcome.append(None)
-
-    thread = threading.Thread(target=target, name="sanet-tracking-check", daemon=True)
-    thread.start()
-    thread.join(timeout + 1.0)
-    if not outcome:
-        raise TrackingError(f"tracking store {_redact(uri)} did not answer within {timeout:g} s")
-    if outcome[0] is not None:
-        raise outcome[0]
 
 
 def _check_http(uri: str, timeout: float) -> None:
@@ -158,93 +106,18 @@ def _check_http(uri: str, timeout: float) -> None:
     try:
         response = requests.get(url, timeout=timeout, auth=auth, headers=headers, verify=verify)
     except requests.Timeout:
-        raise TrackingError(f"tracking server {_redact(uri)} is unreachable: no answer within {timeout:g} s") from None
+        raise TrackingError(f"tracking server {redact(uri)} is unreachable: no answer within {timeout:g} s") from None
     except requests.RequestException as exc:
         reason = type(exc).__name__
         if isinstance(exc, requests.exceptions.SSLError):  # before ConnectionError, its base class
             reason = "TLS error (set MLFLOW_TRACKING_SERVER_CERT_PATH or MLFLOW_TRACKING_INSECURE_TLS)"
         elif isinstance(exc, requests.ConnectionError):
             reason = "connection refused or host not found"
-        raise TrackingError(f"tracking server {_redact(uri)} is unreachable: {reason}") from None
+        raise TrackingError(f"tracking server {redact(uri)} is unreachable: {reason}") from None
     if not 200 <= response.status_code < 300:
         raise TrackingError(
-            f"tracking server {_redact(uri)} is unreachable: GET /health answered HTTP {response.status_code}"
+            f"tracking server {redact(uri)} is unreachable: GET /health answered HTTP {response.status_code}"
         )
-
-
-def _check_sqlite(uri: str) -> None:
-    from sqlalchemy.engine import make_url
-
-    database = make_url(uri).database
-    if not database or database == ":memory:":
-        return
-    path = Path(database).expanduser()
-    where = f"tracking store {uri}"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise TrackingError(f"{where}: cannot create the folder {path.parent}: {reason}") from None
-    if not path.parent.is_dir():
-        raise TrackingError(f"{where}: {path.parent} is not a folder")
-    try:  # a real write, not os.access: the latter says yes to root on read-only mounts
-        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=".sanet-write-check.")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise TrackingError(f"{where}: the folder {path.parent} is not writable ({exc.strerror})") from None
-    if path.exists():
-        if not path.is_file():
-            raise TrackingError(f"{where}: {path} exists and is not a file")
-        try:
-            with path.open("rb+") as handle:
-                header = handle.read(16)
-        except OSError as exc:
-            raise TrackingError(f"{where}: cannot open {path} for writing ({exc.strerror})") from None
-        if header and header != b"SQLite format 3\x00":
-            raise TrackingError(f"{where}: {path} exists and is not a SQLite database")
-
-
-def _check_database(uri: str, timeout: float) -> None:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
-    from sqlalchemy.pool import NullPool
-
-    try:
-        url = make_url(uri)
-    except ArgumentError:
-        raise TrackingError(f"tracking store {_redact(uri)}: not a valid database URL") from None
-    shown = url.render_as_string(hide_password=True)
-    backend = url.get_backend_name()
-    seconds = max(1, round(timeout))
-    connect_args: dict[str, Any] = {}
-    if backend == "postgresql":
-        connect_args = {"connect_timeout": max(2, seconds)}  # libpq's minimum is 2 s
-    elif backend == "mysql":
-        connect_args = {"connect_timeout": seconds}
-    elif backend == "mssql":
-        connect_args = {"timeout": seconds}
-    try:
-        engine = create_engine(url, connect_args=connect_args, poolclass=NullPool)
-    except NoSuchModuleError:
-        raise TrackingError(f"tracking store {shown}: SQLAlchemy has no dialect for {url.drivername!r}") from None
-    except ImportError as exc:
-        module = (exc.name or "").split(".")[0]
-        package = _DRIVER_PACKAGES.get(module, module or "the database driver")
-        raise TrackingError(
-            f"tracking store {shown}: the database driver {module or url.drivername!r} is not installed "
-            f"(pip install {package})"
-        ) from None
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except SQLAlchemyError as exc:
-        original = getattr(exc, "orig", None) or exc
-        reason = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
-        raise TrackingError(f"tracking store {shown} is unreachable: {reason}") from None
-    finally:
-        engine.dispose()
 
 
 def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
@@ -276,13 +149,19 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
         )
     backend = scheme.split("+")[0]
     if scheme in ("http", "https"):
-        _with_deadline(lambda: _check_http(uri, timeout), timeout, uri)
+        with_deadline(lambda: _check_http(uri, timeout), timeout, uri, "tracking store", TrackingError)
     elif backend == "sqlite":
-        _check_sqlite(uri)
+        check_sqlite_url(uri, "tracking store", TrackingError)
     elif backend in ("postgresql", "mysql", "mssql"):
-        _with_deadline(lambda: _check_database(uri, timeout), timeout, uri)
+        with_deadline(
+            lambda: check_database_url(uri, timeout, "tracking store", TrackingError),
+            timeout,
+            uri,
+            "tracking store",
+            TrackingError,
+        )
     elif backend == "postgres":
-        raise TrackingError(f"tracking URI {_redact(uri)}: write postgresql://, MLflow does not know postgres://")
+        raise TrackingError(f"tracking URI {redact(uri)}: write postgresql://, MLflow does not know postgres://")
 
 
 # ---- what a run records ----------------------------------------------------------------------------------------

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
+from postgres import schema_url
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +18,10 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mlflow.MlflowClient(f"sqlite:///{partial}").search_experiments()
     partial.rename(path)
     return path
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A SQLAlchemy URL of a fresh schema in the local PostgreSQL `test` database (skips when no server answers)."""
+    with schema_url() as url:
+        yield url

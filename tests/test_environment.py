@@ -46,6 +46,8 @@ def test_lock_pins_the_required_stack() -> None:
         "pydantic",
         "tqdm",
         "matplotlib",
+        "psycopg",  # the PostgreSQL driver of the cluster's MLflow and Optuna stores
+        "psycopg-binary",
     ):
         assert name in RUNTIME, name
     for name in ("pytest", "hypothesis", "ruff", "moto", "flask"):  # flask: moto[server]'s extra

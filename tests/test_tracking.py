@@ -157,13 +157,14 @@ def test_file_store_is_refused_with_the_sqlite_suggestion(uri: str) -> None:
     assert uri in str(info.value)
 
 
-@pytest.mark.skipif(
-    any(importlib.util.find_spec(m) for m in ("psycopg", "psycopg2")), reason="a PostgreSQL driver is installed"
-)
+@pytest.mark.skipif(importlib.util.find_spec("pg8000") is not None, reason="pg8000 is installed")
 def test_missing_database_driver_is_named_with_its_package() -> None:
-    # SQLAlchemy 2.1 defaults postgresql:// to psycopg 3 (earlier versions: psycopg2)
-    with pytest.raises(TrackingError, match=r"driver 'psycopg2?' is not installed \(pip install psycopg"):
-        check_tracking_uri("postgresql://mlflow:secret@127.0.0.1:5432/mlflow")
+    with pytest.raises(TrackingError, match=r"driver 'pg8000' is not installed \(pip install pg8000\)"):
+        check_tracking_uri("postgresql+pg8000://mlflow:secret@127.0.0.1:5432/mlflow")
+
+
+def test_the_local_postgresql_server_passes_the_check(postgres_url: str) -> None:
+    check_tracking_uri(postgres_url)  # the store a cluster uses: psycopg is installed and the server answers
 
 
 def test_databricks_is_left_to_mlflow() -> None:
