@@ -270,6 +270,12 @@ class TrainParams(_Section):
     log_every: int = Field(10, ge=1, description="steps between logged training metrics")
     eval_every: int = Field(0, ge=0, description="epochs between validations on data.train's query set; 0: at the end")
     eval_untrained: bool = Field(True, description="also evaluate the network before training (the learning baseline)")
+    val_ids: int = Field(
+        0,
+        ge=0,
+        description="identities of data.train held out of training as the validation split (query/gallery by the "
+        "camera rule); 0: validate on data.train's own query/gallery",
+    )
 
     @model_validator(mode="after")
     def _batch_divisible(self) -> TrainParams:
@@ -338,6 +344,92 @@ class TrackingParams(_Section):
         return value
 
 
+class GateTolerance(_Section):
+    """How much a candidate may lose against the champion on any benchmark (fractions: 0.01 = 1 point)."""
+
+    mAP: float = Field(0.01, ge=0, le=1)
+    rank1: float = Field(0.01, ge=0, le=1)
+
+
+class RegistryParams(_Section):
+    """The MLflow model registry: which registered model `sanet register` adds to, and the promotion gate."""
+
+    model_name: str = Field("sanet", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)
+    tolerance: GateTolerance = GateTolerance()
+
+
+class IntRange(_Section):
+    """An integer search range, both ends included."""
+
+    low: int
+    high: int
+    step: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) must not be below low ({self.low})")
+        return self
+
+
+class FloatRange(_Section):
+    """A float search range; `log` samples uniformly in log space (then low must be positive)."""
+
+    low: float = Field(ge=0)
+    high: float = Field(gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if self.high <= self.low:
+            raise ValueError(f"high ({self.high}) must be above low ({self.low})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+class SearchRanges(_Section):
+    """What the Optuna spaces search: `afe_layers`, `afe_kernel`, `triplet_weight`, and all three in `joint`."""
+
+    afe_layers: IntRange = IntRange(low=1, high=8)
+    afe_kernel: list[int] = Field(default_factory=lambda: [1, 3, 5, 7], min_length=1)
+    triplet_weight: FloatRange = FloatRange(low=0.01, high=1.0, log=True)
+
+    @model_validator(mode="after")
+    def _valid(self) -> SearchRanges:
+        if self.afe_layers.low < 1 or self.afe_layers.high > 16:
+            raise ValueError("afe_layers must lie within 1..16 (model.afe.layers)")
+        bad = [k for k in self.afe_kernel if k < 1 or k > 9 or k % 2 == 0]
+        if bad or len(set(self.afe_kernel)) != len(self.afe_kernel):
+            raise ValueError(f"afe_kernel must list distinct odd kernels within 1..9, got {self.afe_kernel}")
+        return self
+
+
+class PruningParams(_Section):
+    """Optuna's median pruner on the intermediate validation mAP (one value per epoch)."""
+
+    enabled: bool = True
+    startup_trials: int = Field(2, ge=0, description="trials that are never pruned (the median needs some)")
+    warmup_epochs: int = Field(1, ge=0, description="epochs of a trial that are never pruned")
+
+
+class HPOParams(_Section):
+    """Optuna studies (`sanet hpo --space NAME`): one study per space, trials scored on held-out training identities."""
+
+    study: str = Field("sanet", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    storage: str = Field("sqlite:///optuna.db", min_length=1)
+    experiment: str = Field("sanet-hpo", min_length=1)
+    trials: int = Field(20, ge=1, description="trials of a study, all workers together")
+    timeout: float = Field(0, ge=0, description="seconds after which a worker starts no new trial; 0: no limit")
+    seed: int = Field(0, ge=0)
+    epochs: int = Field(10, ge=1, description="a trial's short schedule (train.* compressed to this many epochs)")
+    val_ids: int = Field(100, ge=2, description="identities of data.train held out of training to score trials")
+    out_dir: str = Field("outputs/hpo", min_length=1, description="trial checkpoints (deleted after each trial)")
+    reports_dir: str = Field("reports/hpo", min_length=1, description="<space>.json and plots per study")
+    pruning: PruningParams = PruningParams()
+    ranges: SearchRanges = SearchRanges()
+
+
 class RerankParams(_Section):
     """k-reciprocal re-ranking (Zhong et al., CVPR 2017); off in the paper's protocol."""
 
@@ -372,6 +464,8 @@ class Params(_Section):
     augment: AugmentParams = AugmentParams()
     evaluation: EvaluationParams = EvaluationParams()
     tracking: TrackingParams = TrackingParams()
+    registry: RegistryParams = RegistryParams()
+    hpo: HPOParams = HPOParams()
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 

@@ -73,6 +73,15 @@ def test_load_params_reads_the_file(tmp_path: Path, raw: dict) -> None:
         ("data.evaluate=[market1501, nope]", "data.evaluate", "unknown benchmark 'nope'"),
         ("evaluation.distance=l1", "evaluation.distance", "'part', 'euclidean' or 'cosine'"),
         ("evaluation.rerank.lambda_value=1.5", "evaluation.rerank.lambda_value", "less than or equal to 1"),
+        ("train.val_ids=-1", "train.val_ids", "greater than or equal to 0"),
+        ("registry.tolerance.mAP=-0.01", "registry.tolerance.mAP", "greater than or equal to 0"),
+        ("registry.model_name='has space'", "registry.model_name", "should match pattern"),
+        ("hpo.trials=0", "hpo.trials", "greater than or equal to 1"),
+        ("hpo.ranges.afe_kernel=[3, 4]", "hpo.ranges", "distinct odd kernels"),
+        ("hpo.ranges.afe_layers={low: 5, high: 3}", "hpo.ranges.afe_layers", "must not be below low"),
+        ("hpo.ranges.afe_layers={low: 1, high: 20}", "hpo.ranges", "within 1..16"),
+        ("hpo.ranges.triplet_weight={low: 0, high: 1, log: true}", "hpo.ranges.triplet_weight", "needs low > 0"),
+        ("hpo.pruning.warmup=3", "hpo.pruning.warmup", "unknown key; allowed keys here: enabled, startup_trials"),
     ],
 )
 def test_invalid_values_stop_with_the_key_named(raw: dict, override: str, key: str, fragment: str) -> None:

@@ -18,9 +18,9 @@ from mlflow.tracking import MlflowClient
 
 from sanet.config import Params, SynthParams, load_params
 from sanet.data.synthetic import write_synthetic
-from sanet.engine.checkpoint import STATE_FORMAT, load_checkpoint
-from sanet.engine.errors import CheckpointError
-from sanet.engine.trainer import CHECKPOINT_FILE, EXIT_PREEMPTED, MODEL_FILE, train
+from sanet.engine.checkpoint import STATE_FORMAT, load_checkpoint, load_model_file
+from sanet.engine.errors import CheckpointError, TrainingError
+from sanet.engine.trainer import CHECKPOINT_FILE, EXIT_PREEMPTED, MODEL_FILE, TrainHooks, train
 from sanet.masks.stage import run_masks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -276,3 +276,53 @@ def test_two_process_ddp_on_cpu_trains_and_only_rank_0_writes(tiny_data, tmp_pat
     client = MlflowClient(f"sqlite:///{watched / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("sanet").experiment_id])
     assert len(runs) == 1 and runs[0].data.tags["world_size"] == "2"
+
+
+def test_validation_on_held_out_identities_reports_every_epoch_to_the_hooks(tiny_data, tmp_path: Path) -> None:
+    params = tiny_params(tiny_data, tmp_path, "train.val_ids=2", "train.eval_every=1", "train.eval_untrained=false")
+    seen: list[tuple[int, float]] = []
+    hooks = TrainHooks(
+        run_name="trial 0",
+        tags={"optuna_trial": "0", "stage": "hpo_trial"},
+        on_validation=lambda epoch, metrics: seen.append((epoch, metrics["mAP"])),
+        log_checkpoint=False,
+    )
+    result = train(params, out_dir=tmp_path / "out", device="cpu", progress=False, hooks=hooks)
+
+    assert [epoch for epoch, _ in seen] == [1, 2]  # after epoch 1, then the final validation after epoch 2
+    assert seen[-1][1] == result.final["mAP"]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run(result.run_id)
+    assert run.info.run_name == "trial 0" and run.data.tags["optuna_trial"] == "0"
+    assert run.data.tags["stage"] == "hpo_trial"  # the hooks' tags win over the trainer's defaults
+    assert "val/mAP" in run.data.metrics and "untrained/mAP" not in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert "checkpoints" not in artifacts
+    # 6 training identities, 2 held out: the classifier has 4 outputs and validation never saw the test split
+    _, _, meta = load_model_file(tmp_path / "out" / MODEL_FILE)
+    assert load_checkpoint(tmp_path / "out" / MODEL_FILE)["num_classes"] == 4
+    assert meta["final"] == result.final
+
+
+def test_a_hook_that_raises_stops_the_training_and_fails_its_run(tiny_data, tmp_path: Path) -> None:
+    params = tiny_params(tiny_data, tmp_path, "train.val_ids=2", "train.eval_every=1", "train.eval_untrained=false")
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch: int, metrics: object) -> None:
+        raise Stop(f"epoch {epoch}")
+
+    with pytest.raises(Stop, match="epoch 1"):
+        train(params, out_dir=tmp_path / "out", device="cpu", progress=False, hooks=TrainHooks(on_validation=stop))
+    assert not (tmp_path / "out" / MODEL_FILE).exists()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("sanet").experiment_id])
+    assert run.info.status == "FAILED"
+
+
+def test_holding_out_more_identities_than_the_split_has_stops_before_training(tiny_data, tmp_path: Path) -> None:
+    params = tiny_params(tiny_data, tmp_path, "train.val_ids=5")
+    with pytest.raises(TrainingError, match=r"train\.val_ids: .*leaves fewer than 2 to train on"):
+        train(params, out_dir=tmp_path / "out", device="cpu", progress=False)
+    assert not (tmp_path / "out").exists()

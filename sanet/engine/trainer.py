@@ -34,6 +34,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from sanet.atomic import atomic_write
 from sanet.config import Params
 from sanet.data.benchmarks import build_benchmark
 from sanet.data.dataset import TrainDataset
+from sanet.data.holdout import holdout_split
 from sanet.data.sampler import IdentityBatchSampler
 from sanet.data.transforms import TrainTransform
 from sanet.engine.checkpoint import (
@@ -71,13 +73,29 @@ from sanet.losses import build_criterion
 from sanet.masks.store import MaskStore
 from sanet.model import build_model
 
-__all__ = ["CHECKPOINT_FILE", "MODEL_FILE", "TrainResult", "TrainingError", "train"]
+__all__ = ["CHECKPOINT_FILE", "MODEL_FILE", "TrainHooks", "TrainResult", "TrainingError", "train"]
 
 CHECKPOINT_FILE = Path("checkpoints") / "last.pt"
 MODEL_FILE = Path("model.pt")
 HISTORY_FILE = Path("history.csv")
 METRICS_FILE = Path("metrics.json")
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: the run stopped early on purpose and can be resumed
+
+
+@dataclass(frozen=True)
+class TrainHooks:
+    """How a caller that runs many trainings (an Optuna trial) steers one: its MLflow run and its validations.
+
+    `on_validation(epoch, metrics)` is called on rank 0 after every validation during training (`train.eval_every`)
+    and after the final one, with the metrics as fractions (`rank1`, `mAP`, ...); it may raise to stop the training
+    (Optuna's pruning does), which then propagates out of `train` and ends the MLflow run. It is for
+    single-process trainings: under torchrun the other ranks would wait for rank 0 forever.
+    """
+
+    run_name: str | None = None  # instead of `train <model> <backbone> (<profile>)`
+    tags: Mapping[str, str] = field(default_factory=dict)  # extra run tags (`stage` wins; `mlflow.parentRunId` nests)
+    on_validation: Callable[[int, Mapping[str, float]], None] | None = None
+    log_checkpoint: bool = True  # log the final checkpoint as an artifact (a trial's is thrown away)
 
 
 @dataclass
@@ -206,9 +224,10 @@ def _history_csv(rows: list[dict[str, float]]) -> str:
 class _Tracker:
     """MLflow on rank 0, nothing elsewhere: the trainer calls it unconditionally."""
 
-    def __init__(self, ctx: DistContext, params: Params) -> None:
+    def __init__(self, ctx: DistContext, params: Params, hooks: TrainHooks) -> None:
         self.active = ctx.is_main
         self.params = params
+        self.hooks = hooks
         self.run_id: str | None = None
         self._logger: Any = None
         self._stack = contextlib.ExitStack()
@@ -227,16 +246,18 @@ class _Tracker:
 
         from sanet.tracking import MetricLogger, run_tags, start_run
 
-        tags = run_tags(self.params, data_md5, stage="train", extra=extra_tags)
+        stage = self.hooks.tags.get("stage", "train")  # a trial's run says stage=hpo_trial
+        tags = run_tags(self.params, data_md5, stage=stage, extra={**extra_tags, **self.hooks.tags})
+        run_name = self.hooks.run_name or run_name
         try:  # a resumed training continues its MLflow run...
             run = self._stack.enter_context(
-                start_run(self.params, stage="train", run_name=run_name, tags=tags, run_id=resume_run_id)
+                start_run(self.params, stage=stage, run_name=run_name, tags=tags, run_id=resume_run_id)
             )
         except MlflowException:  # ...unless this tracking store does not have it
             if resume_run_id is None:
                 raise
             tags["resumed_from_run"] = resume_run_id
-            run = self._stack.enter_context(start_run(self.params, stage="train", run_name=run_name, tags=tags))
+            run = self._stack.enter_context(start_run(self.params, stage=stage, run_name=run_name, tags=tags))
         self.run_id = run.info.run_id
         self._logger = MetricLogger()
 
@@ -264,7 +285,7 @@ class _Tracker:
         self._logger.flush()
         for path in files:
             mlflow.log_artifact(str(path), artifact_path="train")
-        if checkpoint is not None:
+        if checkpoint is not None and self.hooks.log_checkpoint:
             mlflow.log_artifact(str(checkpoint), artifact_path="checkpoints")
         if model_file is not None and self.params.tracking.log_model:
             log_feature_model(model_file, self.params)
@@ -288,6 +309,7 @@ def train(
     progress: bool = True,
     stop_after_steps: int | None = None,
     restart_stale: bool = False,
+    hooks: TrainHooks | None = None,
 ) -> TrainResult:
     """Train the model `params` describe on `data.train` (see the module docstring for the whole sequence).
 
@@ -301,6 +323,7 @@ def train(
             parameters, and also when its training had finished. The DVC stage runs with it: DVC re-runs `train`
             only when a dependency changed, so an unfinished checkpoint is an interrupted run to resume, and a
             finished or foreign one would only replay an old result.
+        hooks: run name, extra tags and a per-validation callback for callers such as Optuna trials (`TrainHooks`).
 
     Raises:
         TrainingError, CheckpointError, TrackingError and the data/model errors (BenchmarkError, MasksError,
@@ -311,6 +334,7 @@ def train(
         with _StopOnSignal() as stop:
             trainer = _Trainer(params, ctx, Path(out_dir or params.train.out_dir), progress and ctx.is_main)
             trainer.restart_stale = restart_stale
+            trainer.hooks = hooks or TrainHooks()
             return trainer.run(resume, stop, stop_after_steps)
     finally:
         shutdown_distributed()
@@ -322,12 +346,18 @@ class _Trainer:
         self.train_params = params.train
         self.checkpoint_path = out_dir / CHECKPOINT_FILE
         self.restart_stale = False
+        self.hooks = TrainHooks()
 
     # ---- set-up ------------------------------------------------------------------------------------------------
 
     def _build_data(self) -> None:
         params, ctx = self.params, self.ctx
-        self.benchmark = build_benchmark(params.data.train, params.data.root)
+        self.benchmark: Any = build_benchmark(params.data.train, params.data.root)
+        if self.train_params.val_ids:  # validate on held-out training identities, not on the benchmark's test split
+            try:
+                self.benchmark = holdout_split(self.benchmark, self.train_params.val_ids, params.seed)
+            except ValueError as exc:
+                raise TrainingError(f"train.val_ids: {exc}") from None
         records = self.benchmark.train
         if not records:
             raise TrainingError(f"{params.data.train} has no training split: pick a training benchmark in data.train")
@@ -460,7 +490,7 @@ class _Trainer:
     # ---- validation --------------------------------------------------------------------------------------------
 
     def _validate(self, tag: str) -> dict[str, float] | None:
-        """Rank 0 evaluates on data.train's query/gallery while the others wait."""
+        """Rank 0 evaluates on data.train's query/gallery (or the held-out identities) while the others wait."""
         result: EvaluationResult | None = None
         if self.ctx.is_main:
             result = evaluate_benchmark(unwrap(self.model), self.benchmark, self.params, self.ctx.device, self.progress)
@@ -474,6 +504,8 @@ class _Trainer:
                 f"{tag}: {self.benchmark.name} Rank-1 {100 * metrics['rank1']:.1f}%, mAP {100 * metrics['mAP']:.1f}%, "
                 f"mINP {100 * metrics['mINP']:.1f}% ({result.num_query} queries, {result.num_gallery} gallery)"
             )
+        if self.hooks.on_validation is not None and tag in ("val", "final"):  # after the line: a pruned trial shows it
+            self.hooks.on_validation(self.epoch_done, metrics)
         return metrics
 
     # ---- the loop ----------------------------------------------------------------------------------------------
@@ -481,7 +513,7 @@ class _Trainer:
     def run(self, resume: bool, stop: _StopOnSignal, stop_after_steps: int | None) -> TrainResult:
         params, ctx, train = self.params, self.ctx, self.train_params
         started = time.perf_counter()
-        self.tracker = _Tracker(ctx, params)
+        self.tracker = _Tracker(ctx, params, self.hooks)
         self.tracker.preflight()  # an unreachable tracking store stops the run before any data is read
         _configure_determinism(params, ctx.device)
         self._build_data()

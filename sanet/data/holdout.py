@@ -1,0 +1,88 @@
+"""A validation split carved out of a benchmark's training identities (`train.val_ids`).
+
+Hyperparameter searches must never be scored on the test benchmarks: a setting picked on them would report an
+optimistic number. This module holds out `num_ids` training identities, seen by at least two cameras, and turns their
+images into a small query/gallery protocol of the benchmark's own kind: one query image per held-out identity, every
+other image of the held-out identities in the gallery, and the camera rule of the evaluator (a gallery image of the
+query's identity and camera does not count). The remaining identities are the training split, relabelled `0..N-1`.
+The choice depends only on the seed, so every trial and every worker of a study scores on the same split.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from sanet.data.benchmarks import ImageRecord, ReIDBenchmark
+
+__all__ = ["HoldoutSplit", "holdout_split"]
+
+
+@dataclass(frozen=True)
+class HoldoutSplit:
+    """Training identities minus the held-out ones (`train`), and the held-out ones as `query` / `gallery`.
+
+    Quacks like a `ReIDBenchmark` where the trainer and the evaluator look (`name`, `root`, `train`, `query`,
+    `gallery`, `num_train_pids`).
+    """
+
+    name: str
+    root: Path
+    source: str  # the benchmark the split was carved from
+    train: list[ImageRecord]
+    query: list[ImageRecord]
+    gallery: list[ImageRecord]
+    held_out_ids: tuple[int, ...]  # training labels of the held-out identities (before relabelling the rest)
+
+    @property
+    def num_train_pids(self) -> int:
+        """Identities left for training (the classifier's size)."""
+        return len({r.pid for r in self.train})
+
+
+def holdout_split(benchmark: ReIDBenchmark, num_ids: int, seed: int) -> HoldoutSplit:
+    """Hold out `num_ids` training identities of `benchmark` as a validation query/gallery (module docstring).
+
+    Raises:
+        ValueError: fewer than `num_ids` identities are seen by two cameras, or fewer than two would stay for
+            training; the message gives the numbers.
+    """
+    if num_ids < 1:
+        raise ValueError(f"num_ids must be positive, got {num_ids}")
+    by_id: dict[int, list[ImageRecord]] = defaultdict(list)
+    for record in benchmark.train:
+        by_id[record.pid].append(record)
+    eligible = sorted(pid for pid, records in by_id.items() if len({r.camid for r in records}) >= 2)
+    if len(eligible) < num_ids:
+        raise ValueError(
+            f"{benchmark.name} has {len(eligible)} training identities seen by two or more cameras; "
+            f"{num_ids} cannot be held out"
+        )
+    if len(by_id) - num_ids < 2:
+        raise ValueError(
+            f"{benchmark.name} has {len(by_id)} training identities; holding out {num_ids} leaves fewer than 2 "
+            "to train on"
+        )
+    rng = random.Random(seed)
+    held = sorted(rng.sample(eligible, num_ids))
+    held_set = set(held)
+    query: list[ImageRecord] = []
+    gallery: list[ImageRecord] = []
+    for pid in held:
+        records = sorted(by_id[pid])
+        chosen = rng.choice(records)
+        query.append(chosen)
+        gallery.extend(r for r in records if r != chosen)
+    rest = sorted(r for r in benchmark.train if r.pid not in held_set)
+    new_pid = {pid: i for i, pid in enumerate(sorted({r.pid for r in rest}))}
+    return HoldoutSplit(
+        name=f"{benchmark.name} (held-out {num_ids} ids)",
+        root=benchmark.root,
+        source=benchmark.name,
+        train=[r._replace(pid=new_pid[r.pid]) for r in rest],
+        query=sorted(query),
+        gallery=sorted(gallery),
+        held_out_ids=tuple(held),
+    )
