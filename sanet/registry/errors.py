@@ -1,0 +1,13 @@
+"""The registry commands' error: torch-free and mlflow-free, so the CLI can catch it cheaply.
+
+Each message is written for a terminal: it names the file, key, version or URI at fault and says what to do; the
+CLI prints it without a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RegistryError"]
+
+
+class RegistryError(RuntimeError):
+    """`sanet register`, `sanet promote` or `sanet registry show` cannot do what was asked."""

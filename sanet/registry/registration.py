@@ -1,0 +1,231 @@
+"""`sanet register`: the evaluated model becomes a new version of the registered model, and the gate decides.
+
+The DVC stage after `report`. In one MLflow run (stage `register`, experiment `tracking.experiment`):
+
+1. The model: the pyfunc the training run logged (`tracking.log_model`), found by its `source_run_id`; when the
+   training run logged none or lives in another tracking store, the model file is logged in this run instead.
+   The version's tag `source` says which (`train_run` | `register_run`).
+2. A new version of `registry.model_name` with every benchmark's metrics, the parameters, git sha and data md5s as
+   tags, and alias `candidate`.
+3. The gate (`sanet.registry.gate`) against the version holding alias `champion`: `champion` moves to the new
+   version when it passes (or when there is no champion yet). The decision and its numbers become version tags,
+   the run's metric `gate/passed`, and `reports/registry.json` (also logged in the run).
+
+A failed gate is not an error: the version is registered, keeps `candidate`, and `sanet promote` can still make it
+the champion by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from sanet.registry.errors import RegistryError
+from sanet.registry.gate import GateDecision, evaluate_gate
+from sanet.registry.inputs import Candidate, model_params, read_candidate
+from sanet.registry.record import decision_tags, result_tags, write_record
+from sanet.registry.store import (
+    CANDIDATE,
+    CHAMPION,
+    aliases,
+    ensure_registered_model,
+    find_logged_model,
+    find_run,
+    global_tracking_uri,
+    mlflow_errors,
+    registry_client,
+    version_results,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from sanet.config import Params
+
+__all__ = ["MODEL_DESCRIPTION", "RegisterResult", "register"]
+
+MODEL_DESCRIPTION = (
+    "SANet part features for partial person re-identification: uint8 RGB images (B, H, W, 3) in, "
+    "features (B, 5, D) float32 and visibility (B, 5) bool out. Versions come from `sanet register`; alias "
+    "`candidate` is the newest, `champion` the one that passed the promotion gate (or `sanet promote`)."
+)
+_SOURCE_LABELS = {"train_run": "the training run's logged model", "register_run": "a model logged by this run"}
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    """What `register` did: the new version, its model's origin, the gate's decision and the champion after it."""
+
+    model_name: str
+    version: int
+    source: Literal["train_run", "register_run"]
+    decision: GateDecision
+    champion_version: int | None
+    path: Path
+    run_id: str
+
+    def summary(self) -> str:
+        """One line for the terminal (the gate's reason is `decision.reason`, printed apart: it can be long)."""
+        outcome = {
+            "first": f"no champion yet, v{self.version} is the champion now",
+            "passed": f"champion moves to v{self.version}",
+            "failed": f"champion stays v{self.champion_version}, v{self.version} is the candidate",
+        }[self.decision.kind]
+        return (
+            f"{self.model_name} v{self.version} registered from {_SOURCE_LABELS[self.source]}; gate "
+            f"{self.decision.kind}: {outcome} (MLflow run {self.run_id})"
+        )
+
+
+def _gate(
+    client: MlflowClient, name: str, champion_version: int | None, candidate: Candidate, tolerance: Any
+) -> GateDecision:
+    """Run the gate of `candidate` against the champion version (its results read back from its tags)."""
+    if champion_version is None:
+        return evaluate_gate(candidate.metrics(), None, tolerance)
+    champion_metrics, champion_data = version_results(client.get_model_version(name, str(champion_version)).tags)
+    return evaluate_gate(candidate.metrics(), champion_metrics, tolerance, candidate.test_data(), champion_data)
+
+
+def _record(
+    *,
+    name: str,
+    version: int,
+    source: str,
+    model_uri: str,
+    run_ids: dict[str, str | None],
+    candidate: Candidate,
+    provenance: dict[str, str],
+    decision: GateDecision,
+    champion_version: int | None,
+    tolerance: Any,
+    after: dict[str, int],
+    uri: str,
+) -> dict[str, Any]:
+    from sanet.stores import redact
+
+    test_data = candidate.test_data()
+    return {
+        "model_name": name,
+        "version": version,
+        "source": source,
+        "source_uri": model_uri,
+        "tracking_uri": redact(uri),
+        "run_ids": run_ids,
+        "aliases": after,
+        "model_md5": candidate.model_md5,
+        **provenance,
+        "benchmarks": {
+            benchmark: {"metrics": metrics, "data_md5": test_data[benchmark]}
+            for benchmark, metrics in candidate.metrics().items()
+        },
+        "decision": {
+            **decision.to_dict(),
+            "champion_version": champion_version,
+            "tolerance": {"mAP": tolerance.mAP, "rank1": tolerance.rank1},
+        },
+    }
+
+
+def register(params: Params, model_file: str | Path, eval_dir: str | Path, out: str | Path) -> RegisterResult:
+    """Register `model_file`, evaluated under `eval_dir`, as a new version; run the gate; write `out` (registry.json).
+
+    Raises:
+        TrackingError: the tracking store does not answer (checked first, in seconds).
+        RegistryError: a missing model file or evaluation folder, an evaluation of another model file, or an MLflow
+            error while registering (all but the last before anything is logged).
+    """
+    from sanet.tracking import check_tracking_uri, tracking_uri
+
+    uri = tracking_uri(params)
+    check_tracking_uri(uri)
+    candidate = read_candidate(params, model_file, eval_dir)
+    out = Path(out)
+    name = params.registry.model_name
+    client = registry_client(uri)
+    with global_tracking_uri(uri), mlflow_errors(uri, f"registering {name!r}"):
+        return _register(params, candidate, name, client, uri, out)
+
+
+def _register(
+    params: Params, candidate: Candidate, name: str, client: MlflowClient, uri: str, out: Path
+) -> RegisterResult:
+    import mlflow
+
+    from sanet.tracking import flat_params, git_sha, log_file, pipeline_run_id, run_tags, start_run
+
+    run_params = model_params(params, candidate.params)
+    tolerance = params.registry.tolerance
+    train_run = find_run(client, candidate.meta.get("train_run_id"))
+    logged = find_logged_model(client, train_run) if train_run is not None else None
+    train_run_id = train_run.info.run_id if train_run is not None else None
+    provenance = {
+        "git_sha": git_sha(),
+        "data_md5": train_run.data.tags.get("data_md5", "") if train_run is not None else "",
+        "pipeline_run": pipeline_run_id(candidate.meta.get("pipeline_run")),
+    }
+    extra = {"pipeline_run": provenance["pipeline_run"], "model_name": name, "model_md5": candidate.model_md5}
+    if train_run_id:
+        extra["train_run_id"] = train_run_id
+    tags = run_tags(run_params, provenance["data_md5"], stage="register", extra=extra)
+    metrics = candidate.metrics()
+    with start_run(run_params, stage="register", run_name=f"register {name} ({params.profile})", tags=tags) as run:
+        run_id = run.info.run_id
+        mlflow.log_metrics({f"{b}/{metric}": float(v) for b, values in metrics.items() for metric, v in values.items()})
+        if logged is not None:
+            source: Literal["train_run", "register_run"] = "train_run"
+        else:
+            from sanet.serving import log_feature_model
+
+            source = "register_run"
+            log_feature_model(candidate.model_file, run_params)
+            logged = find_logged_model(client, client.get_run(run_id))
+            if logged is None:  # log_feature_model finalises the model it logs: should not happen
+                raise RegistryError(f"the model logged in run {run_id} is not finished: rerun `sanet register`")
+        ensure_registered_model(client, name, MODEL_DESCRIPTION)
+        champion_version = aliases(client, name).get(CHAMPION)
+        decision = _gate(client, name, champion_version, candidate, tolerance)
+        version_tags = {
+            "source": source,
+            **provenance,
+            "model_md5": candidate.model_md5,
+            "train_run_id": train_run_id or "",
+            "register_run_id": run_id,
+            "profile": run_params.profile,
+            "variant": run_params.model.variant,
+            **result_tags(metrics, candidate.test_data(), flat_params(run_params)),
+            **decision_tags(decision, champion_version, tolerance),
+        }
+        created = client.create_model_version(
+            name,
+            source=logged.model_uri,
+            run_id=logged.source_run_id,
+            tags=version_tags,
+            model_id=logged.model_id,
+            description=f"gate {decision.kind}: {decision.reason}",
+        )
+        version = int(created.version)
+        client.set_registered_model_alias(name, CANDIDATE, str(version))
+        if decision.passed:
+            client.set_registered_model_alias(name, CHAMPION, str(version))
+        after = aliases(client, name)
+        record = _record(
+            name=name,
+            version=version,
+            source=source,
+            model_uri=logged.model_uri,
+            run_ids={"register": run_id, "train": train_run_id, "model_source": logged.source_run_id},
+            candidate=candidate,
+            provenance=provenance,
+            decision=decision,
+            champion_version=champion_version,
+            tolerance=tolerance,
+            after=after,
+            uri=uri,
+        )
+        write_record(out, record)
+        log_file(out)
+        mlflow.log_metric("gate/passed", 1.0 if decision.passed else 0.0)
+        mlflow.set_tags({"model_version": str(version), "gate": decision.kind, "model_source": source})
+    return RegisterResult(name, version, source, decision, after.get(CHAMPION), out, run_id)
