@@ -1,0 +1,9 @@
+"""The error of `sanet hpo`, importable without torch, optuna or mlflow (the CLI catches it and prints one line)."""
+
+from __future__ import annotations
+
+__all__ = ["HPOError"]
+
+
+class HPOError(RuntimeError):
+    """A study cannot run: an unknown space, an unusable storage, a missing study; the message says what to do."""

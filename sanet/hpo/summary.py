@@ -1,0 +1,165 @@
+"""A study's summary: `<hpo.reports_dir>/<space>.json` (best params and value), two PNGs, and the MLflow parent run.
+
+Re-runnable at any time, by any worker or a pipeline step of its own: each summary rewrites the files from the
+study as it stands and logs to the parent run again (metrics at step = finished trials), then marks it FINISHED.
+The JSON's `best.dotted` maps params.yaml keys to the best values, ready for `sanet train --set key=value`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sanet.atomic import atomic_write
+from sanet.hpo.errors import HPOError
+from sanet.hpo.spaces import check_space, space_params, to_dotted
+
+if TYPE_CHECKING:
+    import optuna
+
+    from sanet.config import Params
+
+__all__ = ["SummaryResult", "summarise_study"]
+
+_FINISHED = ("COMPLETE", "PRUNED", "FAIL")
+
+
+@dataclass(frozen=True)
+class SummaryResult:
+    """What `summarise_study` found and wrote."""
+
+    name: str
+    best_value: float
+    best_params: dict[str, Any]  # Optuna names (afe_layers, afe_kernel, triplet_weight)
+    best_trial: int
+    counts: dict[str, int]  # trials by state: complete, pruned, fail, running, waiting
+    json_path: Path
+    figures: list[Path] = field(default_factory=list)
+    parent_run_id: str | None = None
+
+
+def _importances(study: optuna.Study, space: str, complete: int, seed: int) -> tuple[dict[str, float], str | None]:
+    """Parameter importances (fANOVA, seeded: deterministic) and, when there are none, a note saying why."""
+    names = space_params(space)
+    if len(names) == 1:
+        note = None if complete >= 2 else f"{complete} complete trial(s): importances need at least 2"
+        return {names[0]: 1.0}, note
+    if complete < 2:
+        return {}, f"{complete} complete trial(s): importances need at least 2"
+    import optuna
+
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+    try:
+        raw = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    except (ValueError, RuntimeError) as exc:
+        return {}, f"no importances: {exc}"
+    values = {name: round(float(v), 6) if math.isfinite(float(v)) else 0.0 for name, v in raw.items()}
+    return dict(sorted(values.items(), key=lambda item: (-item[1], item[0]))), None
+
+
+def _history(trials: list[optuna.trial.FrozenTrial]) -> list[dict[str, Any]]:
+    rows = []
+    for t in sorted(trials, key=lambda t: t.number):
+        last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "last": last,
+                "params": dict(sorted(t.params.items())),
+            }
+        )
+    return rows
+
+
+def _write(path: Path, data: bytes) -> Path:
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def summarise_study(params: Params, space: str) -> SummaryResult:
+    """Summarise the study of `space` (module docstring): report JSON, history and importance PNGs, parent run.
+
+    Raises:
+        HPOError: the study is not in the storage, or holds no COMPLETE trial yet (the message names both).
+        TrackingError: the tracking store does not answer.
+    """
+    from mlflow.entities import Metric
+
+    from sanet.hpo.figures import history_png, importance_png
+    from sanet.hpo.settings import study_name
+    from sanet.hpo.storage import check_storage, open_storage, storage_url
+    from sanet.hpo.study import load_existing, mlflow_client, parent_run_of
+    from sanet.stores import redact
+    from sanet.tracking import check_tracking_uri, tracking_uri
+
+    check_space(space)
+    url = storage_url(params)
+    check_tracking_uri(tracking_uri(params))
+    check_storage(url)
+    name = study_name(params, space)
+    study = load_existing(params, space, open_storage(url))
+    trials = study.get_trials(deepcopy=False)
+    counts = {state: 0 for state in ("complete", "pruned", "fail", "running", "waiting")}
+    for t in trials:
+        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+    if not counts["complete"]:
+        raise HPOError(
+            f"study {name} in {redact(url)} has no COMPLETE trial yet ({len(trials)} trial(s): "
+            f"{', '.join(f'{v} {k}' for k, v in counts.items() if v) or 'none'}): run `sanet hpo --space {space}`"
+        )
+    best = study.best_trial
+    importances, note = _importances(study, space, counts["complete"], params.hpo.seed)
+    history = _history(trials)
+    parent = parent_run_of(params, space, study)
+    metric = f"mAP on {params.hpo.val_ids} held-out identities of {params.data.train}"
+    report = {
+        "study": name,
+        "storage": redact(url),
+        "space": space,
+        "direction": "maximize",
+        "metric": metric,
+        "best": {
+            "value": best.value,
+            "params": dict(sorted(best.params.items())),
+            "dotted": dict(sorted(to_dotted(best.params).items())),
+            "trial": best.number,
+            "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
+        },
+        "trials": counts,
+        "importances": importances,
+        "history": [{k: row[k] for k in ("number", "state", "value", "params")} for row in history],
+        "parent_run_id": parent,
+    }
+    out = Path(params.hpo.reports_dir)
+    json_path = _write(out / f"{space}.json", (json.dumps(report, indent=2) + "\n").encode())
+    figures = [
+        _write(out / f"{space}-history.png", history_png(f"{name}: optimisation history", history, "validation mAP")),
+        _write(out / f"{space}-importance.png", importance_png(f"{name}: parameter importance", importances, note)),
+    ]
+
+    client = mlflow_client(params)
+    finished = sum(counts[state.lower()] for state in _FINISHED)
+    now = int(time.time() * 1000)
+    metrics = [Metric("best_value", float(best.value), now, finished)]
+    metrics += [Metric(f"best/{k}", float(v), now, finished) for k, v in sorted(best.params.items())]
+    client.log_batch(parent, metrics=metrics)
+    client.set_tag(parent, "best_trial", str(best.number))
+    client.set_tag(parent, "best_params", json.dumps(dict(sorted(best.params.items()))))
+    for path in (json_path, *figures):
+        client.log_artifact(parent, str(path))
+    client.set_terminated(parent, "FINISHED")
+    return SummaryResult(
+        name=name,
+        best_value=float(best.value),
+        best_params=dict(best.params),
+        best_trial=best.number,
+        counts=counts,
+        json_path=json_path,
+        figures=figures,
+        parent_run_id=parent,
+    )

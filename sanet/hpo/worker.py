@@ -1,0 +1,175 @@
+"""A worker of a study: `sanet hpo --space NAME` runs one, and any number may run at once on one shared storage.
+
+Workers share the trial budget (`hpo.trials`, all workers together): a worker starts no trial once the study holds
+that many, whichever worker ran them, so a late worker may start none. Each worker samples with its own seeded TPE
+sampler (`hpo.seed + worker`) with the constant liar, so that workers running at the same time do not all try the
+same point.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sanet.hpo.errors import HPOError
+from sanet.hpo.spaces import check_space, check_variant
+
+if TYPE_CHECKING:
+    import optuna
+
+    from sanet.config import Params
+    from sanet.hpo.summary import SummaryResult
+
+__all__ = ["TPE_STARTUP_TRIALS", "WorkerResult", "run_hpo", "run_worker"]
+
+TPE_STARTUP_TRIALS = 10  # TPE's own default number of random trials before it models the results
+
+
+@dataclass(frozen=True)
+class WorkerResult:
+    """What one worker did: trials it ran, by outcome (the study may hold more, run by other workers)."""
+
+    study: str
+    trials_run: int
+    completed: int
+    pruned: int
+    failed: int
+
+    @property
+    def name(self) -> str:
+        """The study's name (as `StudyInfo.name` and `SummaryResult.name`)."""
+        return self.study
+
+
+def startup_trials(total: int) -> int:
+    """Random trials before TPE models the results: TPE's default 10, but at most half of a small study (at least
+    1), so that a study of a few trials still gets model-guided ones."""
+    return max(1, min(TPE_STARTUP_TRIALS, total // 2))
+
+
+def refuse_distributed() -> None:
+    """Trials are single-process trainings: under torchrun every rank would run its own study. Refuse it."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    except ValueError:
+        world = 1
+    if world > 1:
+        raise HPOError(
+            f"sanet hpo runs single-process trials but WORLD_SIZE is {world} (torchrun): start workers as separate "
+            "processes instead (each `sanet hpo --space NAME --worker N`, sharing the storage)"
+        )
+
+
+def check_holdout(params: Params) -> None:
+    """hpo.val_ids identities can be held out of data.train's training split (before any trial trains)."""
+    from sanet.data.benchmarks import build_benchmark
+    from sanet.data.holdout import holdout_split
+
+    benchmark = build_benchmark(params.data.train, params.data.root)
+    try:
+        holdout_split(benchmark, params.hpo.val_ids, params.seed)
+    except ValueError as exc:
+        raise HPOError(f"hpo.val_ids ({params.hpo.val_ids}): {exc}; lower hpo.val_ids") from None
+
+
+def _sampler(params: Params, worker: int, total: int) -> optuna.samplers.BaseSampler:
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():  # constant_liar is "experimental" in Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=params.hpo.seed + worker, constant_liar=True, n_startup_trials=startup_trials(total)
+        )
+
+
+def _pruner(params: Params) -> optuna.pruners.BasePruner:
+    """The median pruner; `warmup_epochs` epochs are never pruned (steps are epochs, counted from 1)."""
+    import optuna
+
+    pruning = params.hpo.pruning
+    if not pruning.enabled:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=pruning.startup_trials, n_warmup_steps=pruning.warmup_epochs + 1
+    )
+
+
+def run_worker(
+    params: Params,
+    space: str,
+    worker: int = 0,
+    trials: int | None = None,
+    progress: bool = True,
+    device: str = "auto",
+) -> WorkerResult:
+    """Run trials of the study of `space` until it holds `trials` (default hpo.trials) trials or hpo.timeout passes.
+
+    Before any training: the space, the process (not under torchrun), the tracking store, the storage and the
+    held-out split are checked, and the study is created if needed (`create_study`). Trials that fail with a
+    TrainingError (a diverging loss) are recorded as FAIL and the worker goes on; any other error stops it.
+
+    Raises:
+        HPOError, TrackingError, ConfigError, BenchmarkError: before any training.
+    """
+    import optuna
+
+    from sanet.engine.errors import TrainingError
+    from sanet.hpo.storage import open_storage, storage_url
+    from sanet.hpo.study import ensure_study, preflight
+    from sanet.hpo.trial import TrialObjective
+
+    check_space(space)
+    check_variant(space, params.model.variant)
+    refuse_distributed()
+    if worker < 0:
+        raise HPOError(f"worker must be 0 or more, got {worker}")
+    total = params.hpo.trials if trials is None else trials
+    if total < 1:
+        raise HPOError(f"trials must be at least 1, got {total}")
+    preflight(params, space)
+    check_holdout(params)
+    storage = open_storage(storage_url(params))
+    info = ensure_study(params, space, storage)
+    study = optuna.load_study(
+        study_name=info.name, storage=storage, sampler=_sampler(params, worker, total), pruner=_pruner(params)
+    )
+    held = len(study.get_trials(deepcopy=False))
+    print(f"sanet hpo: study {info.name} in {info.storage}, worker {worker}: {held} of {total} trials so far")
+    objective = TrialObjective(params, space, info, worker=worker, progress=progress, device=device)
+    if held < total:
+        study.optimize(
+            objective,
+            timeout=params.hpo.timeout or None,
+            callbacks=[optuna.study.MaxTrialsCallback(total, states=None)],
+            catch=(TrainingError,),
+            gc_after_trial=True,
+        )
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    ran = [states.get(n) for n in objective.numbers]
+    return WorkerResult(
+        study=info.name,
+        trials_run=len(ran),
+        completed=ran.count(optuna.trial.TrialState.COMPLETE),
+        pruned=ran.count(optuna.trial.TrialState.PRUNED),
+        failed=ran.count(optuna.trial.TrialState.FAIL),
+    )
+
+
+def run_hpo(
+    params: Params,
+    space: str,
+    worker: int = 0,
+    trials: int | None = None,
+    progress: bool = True,
+    summarise: bool = True,
+    device: str = "auto",
+) -> tuple[WorkerResult, SummaryResult | None]:
+    """`sanet hpo --space NAME`: run a worker, then summarise the study (report JSON, plots, parent run)."""
+    from sanet.hpo.summary import summarise_study
+
+    result = run_worker(params, space, worker=worker, trials=trials, progress=progress, device=device)
+    summary = summarise_study(params, space) if summarise else None
+    return result, summary
