@@ -28,7 +28,7 @@ ABLATIONS ?= model.variant=hpnet model.variant=global model.variant=fixed_fe \
 	model.afe.layers=3 model.afe.layers=7 model.afe.kernel=1 model.afe.kernel=5
 ABLATION_SET ?=
 
-.PHONY: help install pifpaf plots-js test lint format demo repro plots ui ablations remote lock clean
+.PHONY: help install pifpaf plots-js test lint format demo repro hpo registry plots ui ablations remote lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -78,12 +78,21 @@ demo: install  ## set up and run the whole pipeline on the synthetic benchmark (
 	echo "pipeline finished in $$((SECONDS - start)) s. Where to look next:" && \
 	echo "  reports/benchmark.md       the paper-comparison report (Tables 1-4), figures in reports/figures/" && \
 	echo "  reports/eval/<benchmark>/  metrics, CMC, ranked lists (ranked_list.png), AFE routing (routing.png)" && \
+	echo "  reports/registry.json      the model version registered and the promotion gate's decision" && \
+	echo "  reports/hpo/<space>.json   best settings of each Optuna study, with its history and importance plots" && \
+	echo "  make registry              versions, aliases (candidate, champion) and metrics of the registered model" && \
 	echo "  make ui                    MLflow: every stage's run, grouped by the pipeline_run tag" && \
 	echo "  make plots                 DVC plots as a page that works offline (reports/plots/index.html)" && \
 	echo "  dvc metrics show / dvc plots diff / make ablations (Tables 3 and 4)"
 
 repro: install  ## `dvc repro` with one pipeline_run tag for all its MLflow runs
 	SANET_PIPELINE_RUN=$${SANET_PIPELINE_RUN:-repro-$$(date -u +%Y%m%d-%H%M%S)} $(BIN)/dvc repro
+
+hpo: install  ## (re)run the Optuna studies only (dvc repro of the hpo stages); SPACE=joint for one of them
+	SANET_PIPELINE_RUN=$${SANET_PIPELINE_RUN:-hpo-$$(date -u +%Y%m%d-%H%M%S)} $(BIN)/dvc repro $(if $(SPACE),hpo@$(SPACE),hpo)
+
+registry: install  ## print the registered model's versions, aliases, gate decisions and metrics
+	$(BIN)/sanet registry show
 
 plots: install plots-js  ## render DVC's plots to reports/plots/index.html, vega inlined (no internet needed)
 	$(BIN)/sanet plots --out reports/plots
@@ -99,7 +108,7 @@ ablations: install  ## Table 3 and 4: queue the ablation settings as DVC experim
 	@# paths so that their MLflow runs land here, in the `sanet-ablations` experiment.
 	@base=$$(git rev-parse --short HEAD); \
 	for setting in $(ABLATIONS); do \
-		$(BIN)/dvc exp run --queue --name "abl-$$(echo $$setting | sed 's/^model\.//; s/[^a-z0-9]/-/g')" \
+		$(BIN)/dvc exp run --queue report --name "abl-$$(echo $$setting | sed 's/^model\.//; s/[^a-z0-9]/-/g')" \
 			-S $$setting -S tracking.experiment=sanet-ablations -S tracking.uri=sqlite:///$(CURDIR)/mlflow.db \
 			-S tracking.artifact_location=$(CURDIR)/mlruns/ablations $(ABLATION_SET) || exit 1; \
 	done; \

@@ -19,8 +19,10 @@ from sanet.data.benchmarks import BENCHMARKS, BenchmarkError, available_benchmar
 from sanet.data.synthetic import OverwriteError, write_contact_sheet, write_synthetic
 from sanet.engine.errors import CheckpointError, DistributedError, TrainingError  # torch-free
 from sanet.errors import EvaluationError, PlotsError, ReportError, StorageError  # torch-free
+from sanet.hpo import SPACES, HPOError  # torch-, optuna- and mlflow-free
 from sanet.masks.errors import MasksError  # torch-free: OpenPifPaf is imported only when a run needs it
 from sanet.model import WeightsError  # torch-free: the model itself is imported by the commands that need it
+from sanet.registry import RegistryError  # mlflow-free
 from sanet.tracking import TrackingError  # mlflow-free: mlflow is imported only by the functions that log
 
 EXIT_USAGE = 2
@@ -180,6 +182,60 @@ def cmd_report(args: argparse.Namespace, params: Params) -> int:
     return 0
 
 
+def cmd_register(args: argparse.Namespace, params: Params) -> int:
+    """Register the evaluated model (alias candidate) and move champion when it passes the gate."""
+    from sanet.registry import register
+
+    result = register(params, model_file=args.model, eval_dir=args.eval_dir, out=args.out)
+    print(f"sanet register: {result.summary()}")
+    for line in result.decision.reason.splitlines():
+        print(f"  {line}")
+    print(f"sanet register: wrote {result.path}")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace, params: Params) -> int:
+    """Manual override: give alias champion to a version, with the reason recorded."""
+    from sanet.registry import promote
+
+    result = promote(params, version=args.version, reason=args.reason)
+    print(f"sanet promote: {result.summary()}")
+    return 0
+
+
+def cmd_registry_show(args: argparse.Namespace, params: Params) -> int:
+    """Print the registered model's versions, aliases, gate decisions and metrics."""
+    from sanet.registry import registry_table
+
+    print(registry_table(params))
+    return 0
+
+
+def cmd_hpo(args: argparse.Namespace, params: Params) -> int:
+    """An Optuna study over one search space: create it, run trials as one worker, summarise (or one of these)."""
+    from sanet.hpo import create_study, run_worker, summarise_study
+
+    if args.step in ("create", "all"):
+        info = create_study(params, args.space)
+        print(f"sanet hpo: study {info.name} in {info.storage} (MLflow parent run {info.parent_run_id})")
+    if args.step in ("worker", "all"):
+        worker = run_worker(
+            params, args.space, worker=args.worker, trials=args.trials, progress=not args.quiet, device=args.device
+        )
+        print(
+            f"sanet hpo: worker {args.worker} ran {worker.trials_run} trials of {worker.study}: "
+            f"{worker.completed} complete, {worker.pruned} pruned, {worker.failed} failed"
+        )
+    if args.step in ("summarise", "all"):
+        summary = summarise_study(params, args.space)
+        best = ", ".join(f"{key}={value}" for key, value in summary.best_params.items())
+        print(
+            f"sanet hpo: best of {summary.name}: trial {summary.best_trial}, validation mAP "
+            f"{100 * summary.best_value:.1f}% with {best}; wrote {summary.json_path}"
+        )
+    return 0
+
+
 def cmd_plots(args: argparse.Namespace, params: Params) -> int:
     """Render DVC's plots as an HTML page that needs no network (vega served from the page itself)."""
     from sanet.plots import render_offline_plots
@@ -303,6 +359,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plots.set_defaults(func=cmd_plots)
 
+    register = sub.add_parser(
+        "register",
+        parents=[common],
+        help="register the evaluated model in MLflow (alias candidate); champion moves if it passes the gate",
+    )
+    register.add_argument("--model", type=Path, default=Path("outputs/train/model.pt"), help="the trained model")
+    register.add_argument("--eval-dir", type=Path, default=Path("reports/eval"), help="its evaluations")
+    register.add_argument("--out", type=Path, default=Path("reports/registry.json"), help="the decision, as JSON")
+    register.set_defaults(func=cmd_register)
+
+    promote = sub.add_parser("promote", parents=[common], help="manual override: make a version the champion")
+    promote.add_argument("--version", type=int, required=True, help="model version number")
+    promote.add_argument("--reason", required=True, help="why (recorded on the version and in MLflow)")
+    promote.set_defaults(func=cmd_promote)
+
+    registry = sub.add_parser("registry", help="the MLflow model registry")
+    registry_sub = registry.add_subparsers(dest="registry_command", required=True, metavar="COMMAND")
+    registry_show = registry_sub.add_parser("show", parents=[common], help="versions, aliases, gate, metrics")
+    registry_show.set_defaults(func=cmd_registry_show)
+
+    hpo = sub.add_parser(
+        "hpo",
+        parents=[common],
+        help="an Optuna study over AFE layers, AFE kernel, triplet weight, or all three (joint)",
+        description="Trials train a short schedule and are scored on identities held out of data.train, never on "
+        "the test benchmarks. Several `sanet hpo` processes with the same settings and storage share one study.",
+    )
+    hpo.add_argument("--space", required=True, choices=SPACES, help="search space")
+    hpo.add_argument(
+        "--step",
+        choices=["all", "create", "worker", "summarise"],
+        default="all",
+        help="all (default): create or join the study, run trials, summarise; or one of these alone",
+    )
+    hpo.add_argument("--worker", type=int, default=0, help="worker index: seeds this worker's sampler (hpo.seed + N)")
+    hpo.add_argument("--trials", type=int, help="study size, all workers together (default hpo.trials)")
+    hpo.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when available")
+    hpo.add_argument("--quiet", action="store_true", help="no progress bars")
+    hpo.set_defaults(func=cmd_hpo)
+
     remote = sub.add_parser("remote", help="the S3 remote of DVC and MLflow")
     remote_sub = remote.add_subparsers(dest="remote_command", required=True, metavar="COMMAND")
     setup = remote_sub.add_parser("setup", parents=[common], help="make an S3 bucket DVC's default remote")
@@ -342,6 +438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         PlotsError,
         StorageError,
         TrackingError,
+        RegistryError,
+        HPOError,
     ) as exc:
         print(f"sanet {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

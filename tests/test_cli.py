@@ -11,6 +11,7 @@ import pytest
 
 from sanet.cli import main
 from sanet.data.benchmarks import BENCHMARKS
+from sanet.hpo import SPACES
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -74,6 +75,7 @@ def test_config_show_applies_overrides(capsys: pytest.CaptureFixture[str]) -> No
         (["synth", "--preview", "x.png", "--set", "model.afe.layer=2"], "model.afe.layer: unknown key"),
         (["data", "stats", "--root", "/nonexistent/root"], "/nonexistent/root"),
         (["config", "show", "--params", "/nonexistent/params.yaml"], "not found"),
+        (["promote", "--version", "1", "--reason", "x", "--set", "registry.tolerance.mAP=2"], "registry.tolerance.mAP"),
     ],
 )
 def test_bad_input_exits_2_with_one_message(argv: list[str], fragment: str, capsys: pytest.CaptureFixture) -> None:
@@ -81,6 +83,14 @@ def test_bad_input_exits_2_with_one_message(argv: list[str], fragment: str, caps
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err
     assert not Path("x.png").exists()  # validation happens before any work
+
+
+def test_an_unknown_search_space_is_refused_before_any_work(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["hpo", "--space", "depth"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'depth'" in err and all(f"'{space}'" in err for space in SPACES)
 
 
 def test_corrupt_image_is_named(tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,7 +25,8 @@ from sanet.data.synthetic import write_synthetic
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BENCHMARKS = ["market1501", "dukemtmc", "partial_reid", "partial_reid_cropped", "partial_ilids_p", "partial_ilids_o"]
-STAGES = ["masks", "train", *(f"evaluate@{b}" for b in BENCHMARKS), "report"]
+SPACES = ["afe_layers", "afe_kernel", "triplet_weight", "joint"]
+STAGES = ["masks", "train", *(f"evaluate@{b}" for b in BENCHMARKS), "report", "register", *(f"hpo@{s}" for s in SPACES)]
 
 TINY_DEMO = {
     "data": {"workers": 0},
@@ -39,6 +40,7 @@ TINY_DEMO = {
     "loss": {"focal_weight": 10.0, "focal_alpha": 0.5},
     "train": {"epochs": 1, "batch_size": 4, "instances_per_id": 2, "warmup_epochs": 0.5, "log_every": 2},
     "masks": {"source": "synthetic"},
+    "hpo": {"trials": 1, "epochs": 1, "val_ids": 2},
 }
 
 
@@ -102,6 +104,12 @@ def test_dvc_repro_runs_every_stage_and_writes_every_output(pipeline) -> None:
     report = (copy / "reports/benchmark.md").read_text()
     assert "synthetic" in report.splitlines()[0].lower() or "synthetic" in report[:400].lower()
     assert any((copy / "reports/figures").glob("*.png"))
+    registry = json.loads((copy / "reports/registry.json").read_text())
+    assert registry["version"] == 1 and registry["decision"]["kind"] == "first"
+    for space in SPACES:
+        study = json.loads((copy / "reports/hpo" / f"{space}.json").read_text())
+        assert study["space"] == space and 0.0 <= study["best"]["value"] <= 1.0
+        assert (copy / "reports/hpo" / f"{space}-history.png").is_file()
     # the lock records every stage; `dvc status` finds nothing to do
     lock = yaml.safe_load((copy / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(STAGES)
@@ -133,7 +141,7 @@ def test_one_mlflow_run_per_stage_grouped_by_the_pipeline_run(pipeline) -> None:
     experiment = client.get_experiment_by_name("sanet")
     runs = client.search_runs([experiment.experiment_id], "tags.pipeline_run = 'test-pipeline'")
     stages = sorted(run.data.tags["stage"] for run in runs)
-    assert stages == sorted(["masks", "train", *["evaluate"] * len(BENCHMARKS), "report"])
+    assert stages == sorted(["masks", "train", *["evaluate"] * len(BENCHMARKS), "report", "register"])
     assert all(run.info.status == "FINISHED" for run in runs)
     names = {run.info.run_name for run in runs}
     assert "evaluate partial_reid · sanet L2 k3 (demo)" in names
@@ -144,6 +152,13 @@ def test_one_mlflow_run_per_stage_grouped_by_the_pipeline_run(pipeline) -> None:
             bench = run.data.tags["benchmark"]
             assert {f"{bench}/rank1", f"{bench}/mAP", f"{bench}/mINP"} <= set(run.data.metrics)
             assert run.data.params["afe_layers"] == "2" and run.data.params["triplet_weight"] == "0.1"
+    # the studies: one parent run per search space, each with its trial nested under it
+    studies = client.get_experiment_by_name("sanet-hpo")
+    hpo_runs = client.search_runs([studies.experiment_id])
+    parents = {run.info.run_id: run for run in hpo_runs if "mlflow.parentRunId" not in run.data.tags}
+    assert sorted(run.data.tags["hpo_space"] for run in parents.values()) == sorted(SPACES)
+    trials = [run for run in hpo_runs if "mlflow.parentRunId" in run.data.tags]
+    assert len(trials) == len(SPACES) and {run.data.tags["mlflow.parentRunId"] for run in trials} == set(parents)
 
 
 def test_changing_an_evaluation_param_reruns_only_the_evaluations_and_report(pipeline) -> None:
