@@ -28,7 +28,7 @@ ABLATIONS ?= model.variant=hpnet model.variant=global model.variant=fixed_fe \
 	model.afe.layers=3 model.afe.layers=7 model.afe.kernel=1 model.afe.kernel=5
 ABLATION_SET ?=
 
-.PHONY: help install pifpaf plots-js test lint format demo repro hpo registry plots ui ablations remote lock clean
+.PHONY: help install pifpaf plots-js test lint format demo repro hpo registry plots ui ablations remote image lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -52,9 +52,10 @@ $(PIFPAF_STAMP): $(STAMP) tools/build_pifpaf.sh
 test: install pifpaf plots-js  ## run the test suite
 	$(BIN)/pytest
 
-lint: install  ## ruff: lint and formatting
+lint: install  ## ruff (lint and formatting) and hadolint (the Dockerfile)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
 
 format: install  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
@@ -121,6 +122,15 @@ remote: install  ## make an S3 bucket DVC's default remote: make remote URL=s3:/
 	@test -n "$(URL)" || { echo "usage: make remote URL=s3://bucket/prefix [ENDPOINT=http://host:9000]"; exit 2; }
 	$(BIN)/sanet remote setup --url $(URL) $(if $(ENDPOINT),--endpoint $(ENDPOINT))
 	$(BIN)/sanet remote check
+
+# $(error) is expanded before the recipe runs, so even `make -n image` stops on a missing REGISTRY or TAG.
+image:  ## build and push both images: make image REGISTRY=registry.example.com/team TAG=0.1.0 (needs docker)
+	$(if $(and $(REGISTRY),$(TAG)),,$(error make image needs REGISTRY and TAG: \
+		make image REGISTRY=registry.example.com/team TAG=0.1.0))
+	docker build --target sanet -t $(REGISTRY)/sanet-bench:$(TAG) .
+	docker build --target masks -t $(REGISTRY)/sanet-bench:$(TAG)-masks .
+	docker push $(REGISTRY)/sanet-bench:$(TAG)
+	docker push $(REGISTRY)/sanet-bench:$(TAG)-masks
 
 lock:  ## re-resolve requirements*.lock from requirements*.in (needs the package index)
 	@test -x .lockenv/bin/uv || { $(PYTHON) -m venv .lockenv && .lockenv/bin/pip install --quiet uv==$(UV_VERSION); }
