@@ -2,6 +2,7 @@
 
 - `register(params, model_file, eval_dir, out)`: the evaluated model becomes a new version (alias `candidate`);
   alias `champion` moves to it only when the gate passes (`sanet.registry.gate`); `out` is reports/registry.json.
+- `check_gate(params, model_file, eval_dir)`: the gate's decision without registering (a pipeline's branch).
 - `promote(params, version, reason)`: the manual override, with a reason on record.
 - `registry_table(params)`: every version, its aliases, gate and results, as text.
 
@@ -21,15 +22,17 @@ from sanet.registry.errors import RegistryError
 if TYPE_CHECKING:
     from sanet.registry.gate import Comparison, GateDecision, evaluate_gate
     from sanet.registry.promotion import PromoteResult, promote
-    from sanet.registry.registration import RegisterResult, register
+    from sanet.registry.registration import GateCheck, RegisterResult, check_gate, register
     from sanet.registry.table import registry_table
 
 __all__ = [
     "Comparison",
+    "GateCheck",
     "GateDecision",
     "PromoteResult",
     "RegisterResult",
     "RegistryError",
+    "check_gate",
     "evaluate_gate",
     "promote",
     "register",
@@ -42,7 +45,9 @@ _LAZY = {
     "evaluate_gate": "sanet.registry.gate",
     "PromoteResult": "sanet.registry.promotion",
     "promote": "sanet.registry.promotion",
+    "GateCheck": "sanet.registry.registration",
     "RegisterResult": "sanet.registry.registration",
+    "check_gate": "sanet.registry.registration",
     "register": "sanet.registry.registration",
     "registry_table": "sanet.registry.table",
 }

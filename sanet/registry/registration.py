@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from sanet.config import Params
 
-__all__ = ["MODEL_DESCRIPTION", "RegisterResult", "register"]
+__all__ = ["MODEL_DESCRIPTION", "GateCheck", "RegisterResult", "check_gate", "register"]
 
 MODEL_DESCRIPTION = (
     "SANet part features for partial person re-identification: uint8 RGB images (B, H, W, 3) in, "
@@ -126,6 +126,38 @@ def _record(
             "tolerance": {"mAP": tolerance.mAP, "rank1": tolerance.rank1},
         },
     }
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """The gate's decision for a model that is not registered yet, and the champion it was compared with."""
+
+    model_name: str
+    decision: GateDecision
+    champion_version: int | None
+
+
+def check_gate(params: Params, model_file: str | Path, eval_dir: str | Path) -> GateCheck:
+    """The gate's decision for `model_file` (evaluated under `eval_dir`) against the champion; registers nothing.
+
+    A Kubeflow pipeline branches on it (`dsl.If`) before its register step; `register` runs the same gate again
+    when it registers, so a champion that moved in between is still respected.
+
+    Raises:
+        TrackingError: the tracking store does not answer.
+        RegistryError: a missing model file or evaluation folder, or an MLflow error while reading the registry.
+    """
+    from sanet.tracking import check_tracking_uri, tracking_uri
+
+    uri = tracking_uri(params)
+    check_tracking_uri(uri)
+    candidate = read_candidate(params, model_file, eval_dir)
+    name = params.registry.model_name
+    client = registry_client(uri)
+    with global_tracking_uri(uri), mlflow_errors(uri, f"reading the champion of {name!r}"):
+        champion_version = aliases(client, name).get(CHAMPION)
+        decision = _gate(client, name, champion_version, candidate, params.registry.tolerance)
+    return GateCheck(name, decision, champion_version)
 
 
 def register(params: Params, model_file: str | Path, eval_dir: str | Path, out: str | Path) -> RegisterResult:
