@@ -1,0 +1,119 @@
+"""The working conditions every cluster step shares: a scratch folder, the parameters, the pipeline-run tag.
+
+A pod has no repository checkout: a step reads `params_file` (the image's `/opt/sanet/params.yaml`) with the
+caller's overrides, then points the data, mask and output folders at its scratch folder (`scratch_overrides`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sanet.cluster.transfer import download
+
+if TYPE_CHECKING:
+    from sanet.config import Params
+
+__all__ = [
+    "DEFAULT_PARAMS_FILE",
+    "benchmark_of",
+    "download_evaluations",
+    "flat_numbers",
+    "pipeline_run_tag",
+    "scratch_folders",
+    "scratch_overrides",
+    "step_params",
+    "step_scratch",
+]
+
+DEFAULT_PARAMS_FILE = "/opt/sanet/params.yaml"
+"""Where the project image keeps params.yaml (the Dockerfile copies it there)."""
+
+
+@contextmanager
+def step_scratch() -> Iterator[Path]:
+    """A fresh folder for one step (under `SANET_SCRATCH_DIR` when set: a pod's larger volume), removed after it."""
+    base = os.environ.get("SANET_SCRATCH_DIR") or None
+    if base is not None:
+        Path(base).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sanet-step-", dir=base) as folder:
+        yield Path(folder)
+
+
+@contextmanager
+def pipeline_run_tag(run: str) -> Iterator[None]:
+    """`SANET_PIPELINE_RUN` = `run` for the step (the tag that groups one pipeline run's MLflow runs)."""
+    if not run:
+        yield
+        return
+    before = os.environ.get("SANET_PIPELINE_RUN")
+    os.environ["SANET_PIPELINE_RUN"] = run
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("SANET_PIPELINE_RUN", None)
+        else:
+            os.environ["SANET_PIPELINE_RUN"] = before
+
+
+def scratch_folders(scratch: Path) -> dict[str, Path]:
+    """Where a step keeps data, masks, trial outputs and reports inside its scratch folder."""
+    return {
+        "data": scratch / "data",
+        "masks": scratch / "masks",
+        "coverage": scratch / "masks_coverage.json",
+        "hpo": scratch / "hpo",
+        "reports": scratch / "reports",
+    }
+
+
+def scratch_overrides(overrides: Sequence[str], scratch: Path) -> list[str]:
+    """The caller's overrides, then the scratch paths (which always win: a pod has no repository checkout)."""
+    folders = scratch_folders(scratch)
+    return [
+        *overrides,
+        f"data.root={folders['data']}",
+        f"masks.out_dir={folders['masks']}",
+        f"masks.coverage_file={folders['coverage']}",
+        f"hpo.out_dir={folders['hpo'] / 'trials'}",
+        f"hpo.reports_dir={folders['reports'] / 'hpo'}",
+    ]
+
+
+def step_params(params_file: str, overrides: Sequence[str], scratch: Path) -> Params:
+    """The validated parameters of a step: `params_file`, `overrides`, then the scratch paths (ConfigError)."""
+    from sanet.config import load_params
+
+    return load_params(params_file, scratch_overrides(overrides, scratch))
+
+
+def flat_numbers(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested mapping as `a/b/c` -> value (Kubeflow metrics are flat)."""
+    flat: dict[str, float] = {}
+    for key, value in tree.items():
+        name = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat |= flat_numbers(value, name)
+        elif isinstance(value, int | float):  # bool included
+            flat[name] = float(value)
+    return flat
+
+
+def benchmark_of(eval_uri: str) -> str:
+    """The benchmark an evaluation folder belongs to: its last path segment (`.../eval/market1501`)."""
+    return eval_uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def download_evaluations(eval_uris: Sequence[str], eval_dir: Path) -> list[str]:
+    """Download evaluation folders to `<eval_dir>/<benchmark>` (the layout `sanet report` reads); their names."""
+    names = []
+    for uri in eval_uris:
+        name = benchmark_of(uri)
+        download(uri, eval_dir / name)
+        names.append(name)
+    return names
