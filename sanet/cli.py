@@ -20,6 +20,7 @@ from sanet.data.synthetic import OverwriteError, write_contact_sheet, write_synt
 from sanet.engine.errors import CheckpointError, DistributedError, TrainingError  # torch-free
 from sanet.errors import EvaluationError, PlotsError, ReportError, StorageError  # torch-free
 from sanet.hpo import SPACES, HPOError  # torch-, optuna- and mlflow-free
+from sanet.kubeflow import PIPELINES, KubeflowError  # kfp-free: kfp is imported by the commands that need it
 from sanet.masks.errors import MasksError  # torch-free: OpenPifPaf is imported only when a run needs it
 from sanet.model import WeightsError  # torch-free: the model itself is imported by the commands that need it
 from sanet.registry import RegistryError  # mlflow-free
@@ -261,6 +262,46 @@ def cmd_remote_check(args: argparse.Namespace, params: Params) -> int:
     return 0
 
 
+def cmd_kfp_compile(args: argparse.Namespace, params: Params) -> int:
+    """Compile the Kubeflow pipelines to YAML (pipelines/<name>.yaml by default), for the default or a given image."""
+    from sanet.kubeflow import compile_pipelines
+
+    for path in compile_pipelines(root=args.root, out_dir=args.out, image=args.image, names=args.pipeline or ()):
+        print(f"sanet kfp: compiled {path}")
+    return 0
+
+
+def cmd_kfp_submit(args: argparse.Namespace, params: Params) -> int:
+    """Start a run of a pipeline on a Kubeflow Pipelines API, with this checkout's data version by default."""
+    from sanet.kubeflow import data_version, submit
+
+    if args.data_prefix:
+        source, md5 = args.data_prefix, ""
+    else:
+        source, md5 = data_version(args.root, args.dvc_remote)
+    arguments: dict[str, object] = {"data_source": source, "data_md5": md5, "work_root": args.work_root}
+    if args.override:
+        arguments["overrides"] = args.override
+    if args.gpus is not None:
+        arguments["gpus"] = args.gpus
+    if args.pipeline == "hpo" and args.workers is not None:
+        arguments["workers"] = list(range(args.workers))
+    result = submit(
+        args.host,
+        args.pipeline,
+        arguments,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        image=args.image,
+        root=args.root,
+        namespace=args.namespace,
+    )
+    print(f"sanet kfp: started run {result.run_id} of {args.pipeline} in experiment {result.experiment!r}")
+    print(f"sanet kfp: data {source}" + (f" (md5 {md5})" if md5 else ""))
+    print(f"sanet kfp: watch it at {result.url}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(prog="sanet", description="SANet partial person re-identification benchmark")
@@ -399,6 +440,36 @@ def build_parser() -> argparse.ArgumentParser:
     hpo.add_argument("--quiet", action="store_true", help="no progress bars")
     hpo.set_defaults(func=cmd_hpo)
 
+    kfp = sub.add_parser("kfp", help="Kubeflow pipelines: compile them, submit a run (README, Run on Kubeflow)")
+    kfp_sub = kfp.add_subparsers(dest="kfp_command", required=True, metavar="COMMAND")
+    kfp_compile = kfp_sub.add_parser("compile", parents=[common], help="compile the pipelines to YAML")
+    kfp_compile.add_argument("--pipeline", action="append", choices=list(PIPELINES), help="one of them (repeatable)")
+    kfp_compile.add_argument("--out", type=Path, help="output folder (default pipelines/)")
+    kfp_compile.add_argument("--image", help="project image REGISTRY/sanet-bench:TAG (default: components/image.py)")
+    kfp_compile.add_argument("--root", type=Path, default=Path("."), help="repository root (default .)")
+    kfp_compile.set_defaults(func=cmd_kfp_compile)
+    kfp_submit = kfp_sub.add_parser("submit", parents=[common], help="start a pipeline run on a Kubeflow cluster")
+    kfp_submit.add_argument("--host", required=True, help="Kubeflow Pipelines API, e.g. http://localhost:8080")
+    kfp_submit.add_argument("--experiment", default="sanet", help="KFP experiment (default sanet)")
+    kfp_submit.add_argument("--pipeline", choices=list(PIPELINES), default="benchmark", help="default benchmark")
+    kfp_submit.add_argument("--work-root", required=True, help="where runs keep their files: s3://bucket/prefix")
+    data = kfp_submit.add_mutually_exclusive_group()
+    data.add_argument("--dvc-remote", help="DVC remote name or URL (default: .dvc/config's default remote)")
+    data.add_argument("--data-prefix", help="a prefix holding the benchmark folders, instead of the DVC remote")
+    kfp_submit.add_argument(
+        "--override",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a parameter override inside the pods (repeatable; default: profile=paper)",
+    )
+    kfp_submit.add_argument("--gpus", type=int, help="GPUs of the training pod (default 4)")
+    kfp_submit.add_argument("--workers", type=int, help="hpo: worker pods per study (default 4)")
+    kfp_submit.add_argument("--image", help="project image REGISTRY/sanet-bench:TAG (default: components/image.py)")
+    kfp_submit.add_argument("--run-name", help="run name (default: KFP's)")
+    kfp_submit.add_argument("--namespace", help="Kubernetes namespace of a multi-user Kubeflow")
+    kfp_submit.add_argument("--root", type=Path, default=Path("."), help="repository root (default .)")
+    kfp_submit.set_defaults(func=cmd_kfp_submit)
+
     remote = sub.add_parser("remote", help="the S3 remote of DVC and MLflow")
     remote_sub = remote.add_subparsers(dest="remote_command", required=True, metavar="COMMAND")
     setup = remote_sub.add_parser("setup", parents=[common], help="make an S3 bucket DVC's default remote")
@@ -440,6 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         TrackingError,
         RegistryError,
         HPOError,
+        KubeflowError,
     ) as exc:
         print(f"sanet {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

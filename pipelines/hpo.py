@@ -1,0 +1,148 @@
+"""The Optuna pipeline: for each search space (AFE layers, AFE kernel, triplet weight) a study of its own:
+create -> GPU workers in parallel sharing one storage -> summarise -> train and evaluate the best setting.
+
+Fetch and masks run once for all studies. The storage is the secret `sanet-optuna` (`SANET_HPO_STORAGE`, e.g. a
+PostgreSQL URL): every worker pod of a study opens it and takes trials until the study holds `hpo.trials`. Study
+steps never come from Kubeflow's cache: a study is state outside the pipeline.
+
+`python -m pipelines.hpo` compiles it to `pipelines/hpo.yaml`.
+"""
+
+from pathlib import Path
+
+from kfp import compiler, dsl
+
+from components.benchmark import fetch_data, part_masks, train_model
+from components.hpo import create_study, hpo_worker, summarise_study
+from pipelines.benchmark import BENCHMARK_NAMES, DEFAULT_OVERRIDES, evaluate_all
+from pipelines.pod import on_cpus, on_gpus, with_secrets
+from sanet.cluster.workspace import DEFAULT_PARAMS_FILE
+
+STUDY_SPACES = ("afe_layers", "afe_kernel", "triplet_weight")
+"""One study each (Table 4's two axes and the loss weight); `sanet hpo --space joint` searches all three at once."""
+
+
+@dsl.pipeline(name="sanet-study-workers", description="Optuna workers of one study, one GPU pod each.")
+def study_workers(
+    params_file: str,
+    overrides: list[str],
+    space: str,
+    workers: list[int],
+    data_uri: str,
+    masks_uri: str,
+    trials: int,
+    pipeline_run: str,
+) -> list[int]:
+    """Fan out the workers; returns the trials each ran (fan-in for the summary)."""
+    with dsl.ParallelFor(workers) as worker:
+        task = hpo_worker(
+            params_file=params_file,
+            overrides=overrides,
+            space=space,
+            worker=worker,
+            data_uri=data_uri,
+            masks_uri=masks_uri,
+            trials=trials,
+            pipeline_run=pipeline_run,
+        ).set_display_name("worker")
+        on_gpus(with_secrets(task, optuna=True), 1, cpu="4", memory="16Gi").set_caching_options(False)
+    return dsl.Collected(task.outputs["Output"])
+
+
+@dsl.pipeline(
+    name="sanet-hpo",
+    description="Optuna studies over SANet's AFE layers, AFE kernel size and triplet weight, each trained and "
+    "evaluated at its best setting.",
+)
+def hpo_pipeline(
+    data_source: str,
+    work_root: str,
+    data_md5: str = "",
+    params_file: str = DEFAULT_PARAMS_FILE,
+    overrides: list[str] = DEFAULT_OVERRIDES,
+    workers: list[int] = [0, 1, 2, 3],  # noqa: B006  (a pipeline parameter's default, compiled into the YAML)
+    trials_per_worker: int = 0,
+    benchmarks: list[str] = BENCHMARK_NAMES,
+    gpus: int = 4,
+) -> None:
+    """Run the three studies side by side.
+
+    Args:
+        data_source, work_root, data_md5, params_file, overrides, benchmarks: as the benchmark pipeline.
+        workers: worker ids, one GPU pod each per study.
+        trials_per_worker: 0: workers share `hpo.trials` trials in all; N: each runs N.
+        gpus: GPUs of each study's final training.
+    """
+    fetch = fetch_data(
+        source=data_source,
+        dvc_md5=data_md5,
+        work_root=work_root,
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    ).set_display_name("fetch data")
+    on_cpus(with_secrets(fetch, mlflow=False))
+    work_uri, data_uri = fetch.outputs["work_uri"], fetch.outputs["data_uri"]
+    pipeline_run = fetch.outputs["pipeline_run"]
+    masks = part_masks(
+        params_file=params_file, overrides=overrides, data_uri=data_uri, work_uri=work_uri, pipeline_run=pipeline_run
+    ).set_display_name("part masks")
+    on_gpus(with_secrets(masks), 1, cpu="4", memory="16Gi")
+    masks_uri = masks.outputs["Output"]
+
+    for space in STUDY_SPACES:
+        create = create_study(
+            params_file=params_file, overrides=overrides, space=space, pipeline_run=pipeline_run
+        ).set_display_name(f"create study {space}")
+        on_cpus(with_secrets(create, optuna=True)).set_caching_options(False)
+        create.after(masks)
+
+        study = study_workers(
+            params_file=params_file,
+            overrides=overrides,
+            space=space,
+            workers=workers,
+            data_uri=data_uri,
+            masks_uri=masks_uri,
+            trials=trials_per_worker,
+            pipeline_run=pipeline_run,
+        ).set_display_name(f"workers {space}")
+        study.after(create)
+
+        summary = summarise_study(
+            params_file=params_file, overrides=overrides, space=space, work_uri=work_uri, pipeline_run=pipeline_run
+        ).set_display_name(f"summarise {space}")
+        on_cpus(with_secrets(summary, optuna=True)).set_caching_options(False)
+        summary.after(study)
+
+        best = train_model(
+            params_file=params_file,
+            overrides=summary.outputs["train_overrides"],
+            data_uri=data_uri,
+            masks_uri=masks_uri,
+            work_uri=work_uri,
+            gpus=gpus,
+            name=f"hpo/{space}/train",
+            pipeline_run=pipeline_run,
+        ).set_display_name(f"train best {space}")
+        on_gpus(with_secrets(best), gpus).set_retry(2, backoff_duration="60s")
+
+        evaluate_all(
+            params_file=params_file,
+            overrides=summary.outputs["train_overrides"],
+            benchmarks=benchmarks,
+            data_uri=data_uri,
+            train_uri=best.outputs["Output"],
+            work_uri=work_uri,
+            prefix=f"hpo/{space}/eval",
+            pipeline_run=pipeline_run,
+        ).set_display_name(f"evaluate best {space}")
+
+
+def compile_to(path: str | Path) -> Path:
+    """Compile the pipeline to `path` (YAML)."""
+    compiler.Compiler().compile(pipeline_func=hpo_pipeline, package_path=str(path))
+    return Path(path)
+
+
+if __name__ == "__main__":
+    print(compile_to(Path(__file__).with_suffix(".yaml")))
