@@ -46,12 +46,13 @@ def part_masks(
     data_uri: str,
     work_uri: str,
     pipeline_run: str,
+    weights_uri: str,
     metrics: Output[Metrics],
 ) -> str:
     """Part masks of every benchmark (OpenPifPaf keypoints, or the synthetic benchmark's); returns their URI."""
     from sanet.cluster.steps import masks_step
 
-    result = masks_step(params_file, overrides, data_uri, work_uri, pipeline_run=pipeline_run)
+    result = masks_step(params_file, overrides, data_uri, work_uri, pipeline_run=pipeline_run, weights_uri=weights_uri)
     for name, value in result.metrics().items():
         metrics.log_metric(name, value)
     return result.masks_uri
@@ -67,13 +68,22 @@ def train_model(
     gpus: int,
     name: str,
     pipeline_run: str,
+    weights_uri: str,
     metrics: Output[Metrics],
 ) -> str:
     """Train under `torchrun --nproc_per_node=<gpus>` (resuming a retried pod's checkpoint); returns the folder URI."""
     from sanet.cluster.steps import train_step
 
     result = train_step(
-        params_file, overrides, data_uri, masks_uri, work_uri, gpus=gpus, name=name, pipeline_run=pipeline_run
+        params_file,
+        overrides,
+        data_uri,
+        masks_uri,
+        work_uri,
+        gpus=gpus,
+        name=name,
+        pipeline_run=pipeline_run,
+        weights_uri=weights_uri,
     )
     for key, value in result.metrics.items():
         metrics.log_metric(key, value)

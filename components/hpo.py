@@ -30,13 +30,22 @@ def hpo_worker(
     masks_uri: str,
     trials: int,
     pipeline_run: str,
+    weights_uri: str,
     metrics: Output[Metrics],
 ) -> int:
     """One worker: trials until the study holds `hpo.trials` (`trials` > 0: that many of its own); returns its count."""
     from sanet.cluster.study_steps import hpo_worker_step
 
     result = hpo_worker_step(
-        params_file, overrides, space, worker, data_uri, masks_uri, trials=trials, pipeline_run=pipeline_run
+        params_file,
+        overrides,
+        space,
+        worker,
+        data_uri,
+        masks_uri,
+        trials=trials,
+        pipeline_run=pipeline_run,
+        weights_uri=weights_uri,
     )
     for key in ("trials_run", "completed", "pruned", "failed"):
         metrics.log_metric(key, float(getattr(result, key)))

@@ -6,8 +6,10 @@ both pipelines, `sanet kfp submit` runs one).
 """
 
 from pathlib import Path
+from typing import Any
 
 from kfp import compiler, dsl
+from kfp.dsl import PipelineTask
 
 from components.benchmark import (
     evaluate_model,
@@ -25,6 +27,33 @@ from sanet.data.benchmarks import BENCHMARKS
 BENCHMARK_NAMES = list(BENCHMARKS)
 DEFAULT_OVERRIDES = ["profile=paper"]
 """The image's params.yaml defaults to the CPU demo profile; a cluster runs the paper's settings."""
+
+
+def fetch_and_mask(
+    data_source: Any, data_md5: Any, work_root: Any, params_file: Any, overrides: Any, weights_uri: Any
+) -> tuple[PipelineTask, PipelineTask]:
+    """The first steps of every pipeline: fetch the data into the run's prefix (`<work_root>/<run id>`), then masks.
+
+    The fetch step also resolves the run's name once, for every later step's `pipeline_run` tag.
+    """
+    fetch = fetch_data(
+        source=data_source,
+        dvc_md5=data_md5,
+        work_root=work_root,
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    ).set_display_name("fetch data")
+    on_cpus(with_secrets(fetch, mlflow=False))
+    masks = part_masks(
+        params_file=params_file,
+        overrides=overrides,
+        data_uri=fetch.outputs["data_uri"],
+        work_uri=fetch.outputs["work_uri"],
+        pipeline_run=fetch.outputs["pipeline_run"],
+        weights_uri=weights_uri,
+    ).set_display_name("part masks")
+    on_gpus(with_secrets(masks), 1, cpu="4", memory="16Gi")
+    return fetch, masks
 
 
 @dsl.pipeline(name="sanet-evaluate-all", description="Evaluate a trained model on every benchmark, in parallel.")
@@ -67,6 +96,7 @@ def benchmark_pipeline(
     overrides: list[str] = DEFAULT_OVERRIDES,
     benchmarks: list[str] = BENCHMARK_NAMES,
     gpus: int = 4,
+    weights_uri: str = "",
 ) -> None:
     """Run every stage once.
 
@@ -77,22 +107,11 @@ def benchmark_pipeline(
         params_file: the parameters in the image; `overrides` are `key=value` on top (as `sanet --set`).
         benchmarks: the benchmarks to evaluate on.
         gpus: GPUs of the training pod (`torchrun --nproc_per_node=<gpus>`).
+        weights_uri: the team's weights, laid out as a checkout's `weights/` folder (the OpenPifPaf checkpoint),
+            with `torch/hub/checkpoints/` for the ImageNet files; nothing is downloaded from the internet.
     """
-    fetch = fetch_data(
-        source=data_source,
-        dvc_md5=data_md5,
-        work_root=work_root,
-        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-    ).set_display_name("fetch data")
-    on_cpus(with_secrets(fetch, mlflow=False))
-    work_uri, data_uri = fetch.outputs["work_uri"], fetch.outputs["data_uri"]
-    pipeline_run = fetch.outputs["pipeline_run"]
-
-    masks = part_masks(
-        params_file=params_file, overrides=overrides, data_uri=data_uri, work_uri=work_uri, pipeline_run=pipeline_run
-    ).set_display_name("part masks")
-    on_gpus(with_secrets(masks), 1, cpu="4", memory="16Gi")
+    fetch, masks = fetch_and_mask(data_source, data_md5, work_root, params_file, overrides, weights_uri)
+    work_uri, data_uri, pipeline_run = (fetch.outputs[key] for key in ("work_uri", "data_uri", "pipeline_run"))
 
     train = train_model(
         params_file=params_file,
@@ -103,6 +122,7 @@ def benchmark_pipeline(
         gpus=gpus,
         name="train",
         pipeline_run=pipeline_run,
+        weights_uri=weights_uri,
     ).set_display_name("train")
     on_gpus(with_secrets(train), gpus).set_retry(2, backoff_duration="60s")  # a retried pod resumes its checkpoint
     train_uri = train.outputs["Output"]

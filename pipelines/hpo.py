@@ -12,9 +12,9 @@ from pathlib import Path
 
 from kfp import compiler, dsl
 
-from components.benchmark import fetch_data, part_masks, train_model
+from components.benchmark import train_model
 from components.hpo import create_study, hpo_worker, summarise_study
-from pipelines.benchmark import BENCHMARK_NAMES, DEFAULT_OVERRIDES, evaluate_all
+from pipelines.benchmark import BENCHMARK_NAMES, DEFAULT_OVERRIDES, evaluate_all, fetch_and_mask
 from pipelines.pod import on_cpus, on_gpus, with_secrets
 from sanet.cluster.workspace import DEFAULT_PARAMS_FILE
 
@@ -32,6 +32,7 @@ def study_workers(
     masks_uri: str,
     trials: int,
     pipeline_run: str,
+    weights_uri: str,
 ) -> list[int]:
     """Fan out the workers; returns the trials each ran (fan-in for the summary)."""
     with dsl.ParallelFor(workers) as worker:
@@ -44,6 +45,7 @@ def study_workers(
             masks_uri=masks_uri,
             trials=trials,
             pipeline_run=pipeline_run,
+            weights_uri=weights_uri,
         ).set_display_name("worker")
         on_gpus(with_secrets(task, optuna=True), 1, cpu="4", memory="16Gi").set_caching_options(False)
     return dsl.Collected(task.outputs["Output"])
@@ -64,29 +66,18 @@ def hpo_pipeline(
     trials_per_worker: int = 0,
     benchmarks: list[str] = BENCHMARK_NAMES,
     gpus: int = 4,
+    weights_uri: str = "",
 ) -> None:
     """Run the three studies side by side.
 
     Args:
-        data_source, work_root, data_md5, params_file, overrides, benchmarks: as the benchmark pipeline.
+        data_source, work_root, data_md5, params_file, overrides, benchmarks, weights_uri: as the benchmark pipeline.
         workers: worker ids, one GPU pod each per study.
         trials_per_worker: 0: workers share `hpo.trials` trials in all; N: each runs N.
         gpus: GPUs of each study's final training.
     """
-    fetch = fetch_data(
-        source=data_source,
-        dvc_md5=data_md5,
-        work_root=work_root,
-        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-    ).set_display_name("fetch data")
-    on_cpus(with_secrets(fetch, mlflow=False))
-    work_uri, data_uri = fetch.outputs["work_uri"], fetch.outputs["data_uri"]
-    pipeline_run = fetch.outputs["pipeline_run"]
-    masks = part_masks(
-        params_file=params_file, overrides=overrides, data_uri=data_uri, work_uri=work_uri, pipeline_run=pipeline_run
-    ).set_display_name("part masks")
-    on_gpus(with_secrets(masks), 1, cpu="4", memory="16Gi")
+    fetch, masks = fetch_and_mask(data_source, data_md5, work_root, params_file, overrides, weights_uri)
+    work_uri, data_uri, pipeline_run = (fetch.outputs[key] for key in ("work_uri", "data_uri", "pipeline_run"))
     masks_uri = masks.outputs["Output"]
 
     for space in STUDY_SPACES:
@@ -105,6 +96,7 @@ def hpo_pipeline(
             masks_uri=masks_uri,
             trials=trials_per_worker,
             pipeline_run=pipeline_run,
+            weights_uri=weights_uri,
         ).set_display_name(f"workers {space}")
         study.after(create)
 
@@ -123,6 +115,7 @@ def hpo_pipeline(
             gpus=gpus,
             name=f"hpo/{space}/train",
             pipeline_run=pipeline_run,
+            weights_uri=weights_uri,
         ).set_display_name(f"train best {space}")
         on_gpus(with_secrets(best), gpus).set_retry(2, backoff_duration="60s")
 

@@ -284,6 +284,8 @@ def cmd_kfp_submit(args: argparse.Namespace, params: Params) -> int:
         arguments["overrides"] = args.override
     if args.gpus is not None:
         arguments["gpus"] = args.gpus
+    if args.weights:
+        arguments["weights_uri"] = args.weights
     if args.pipeline == "hpo" and args.workers is not None:
         arguments["workers"] = list(range(args.workers))
     result = submit(
@@ -463,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a parameter override inside the pods (repeatable; default: profile=paper)",
     )
     kfp_submit.add_argument("--gpus", type=int, help="GPUs of the training pod (default 4)")
+    kfp_submit.add_argument(
+        "--weights", help="the team's weights, laid out as weights/ (+ torch/hub/checkpoints/): s3://bucket/weights"
+    )
     kfp_submit.add_argument("--workers", type=int, help="hpo: worker pods per study (default 4)")
     kfp_submit.add_argument("--image", help="project image REGISTRY/sanet-bench:TAG (default: components/image.py)")
     kfp_submit.add_argument("--run-name", help="run name (default: KFP's)")

@@ -21,7 +21,7 @@ from test_train import TINY_SYNTH
 from sanet.cluster.fetch import dvc_object_uri, fetch_data
 from sanet.cluster.steps import torchrun_command
 from sanet.cluster.transfer import download, download_file, exists, join_uri, local_path, upload
-from sanet.cluster.workspace import scratch_overrides
+from sanet.cluster.workspace import scratch_overrides, step_overrides, step_params, weights
 from sanet.data.benchmarks import BenchmarkError
 from sanet.data.synthetic import write_synthetic
 from sanet.errors import StorageError
@@ -166,3 +166,31 @@ def test_scratch_paths_win_over_the_callers_overrides(tmp_path: Path) -> None:
     assert overrides[:2] == ["data.root=/elsewhere", "model.afe.layers=3"]
     assert f"data.root={tmp_path / 'data'}" in overrides[2:]  # applied after, so it wins
     assert f"masks.out_dir={tmp_path / 'masks'}" in overrides
+
+
+def test_relative_weight_paths_point_into_the_scratch_folder(tmp_path: Path) -> None:
+    params_file = Path(__file__).resolve().parents[1] / "params.yaml"
+    overrides = step_overrides(str(params_file), ["profile=paper", "model.pretrained=weights/reid.pth"], tmp_path)
+    params = step_params(str(params_file), ["profile=paper", "model.pretrained=weights/reid.pth"], tmp_path)
+    assert Path(params.masks.openpifpaf.checkpoint).parent == tmp_path / "weights" / "openpifpaf"
+    assert params.model.pretrained == str(tmp_path / "weights" / "reid.pth")
+    assert params.data.root == str(tmp_path / "data")
+    assert f"model.pretrained={tmp_path / 'weights' / 'reid.pth'}" in overrides  # what torchrun's processes get
+    untouched = step_params(str(params_file), ["profile=paper"], tmp_path)
+    assert untouched.model.pretrained == "imagenet"  # torchvision's file, found through TORCH_HOME
+
+
+def test_weights_come_from_the_teams_store_and_torch_home_follows(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    (store / "openpifpaf").mkdir(parents=True)
+    (store / "openpifpaf" / "model.pkl").write_bytes(b"checkpoint")
+    (store / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    (store / "torch" / "hub" / "checkpoints" / "resnet50-0676ba61.pth").write_bytes(b"weights")
+    before = os.environ.get("TORCH_HOME")
+    with weights(str(store), tmp_path / "scratch") as folder:
+        assert folder == tmp_path / "scratch" / "weights"
+        assert (folder / "openpifpaf" / "model.pkl").read_bytes() == b"checkpoint"
+        assert os.environ["TORCH_HOME"] == str(folder / "torch")
+    assert os.environ.get("TORCH_HOME") == before
+    with weights("", tmp_path / "scratch") as nothing:
+        assert nothing is None

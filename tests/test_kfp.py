@@ -240,7 +240,7 @@ def test_submit_sends_the_compiled_pipeline_with_this_checkouts_data_version(
     code = main(
         ["kfp", "submit", "--host", host, "--experiment", "partial-reid", "--work-root", "s3://team/runs",
          "--dvc-remote", "s3://team/dvcstore", "--gpus", "8", "--override", "profile=paper",
-         "--override", "train.epochs=60", "--root", str(REPO)]
+         "--override", "train.epochs=60", "--weights", "s3://team/weights", "--root", str(REPO)]
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
     (run,) = [body for method, path, body in calls if method == "POST" and path.startswith("/apis/v2beta1/runs")]
@@ -251,6 +251,7 @@ def test_submit_sends_the_compiled_pipeline_with_this_checkouts_data_version(
         "work_root": "s3://team/runs",
         "overrides": ["profile=paper", "train.epochs=60"],
         "gpus": 8,
+        "weights_uri": "s3://team/weights",
     }
     pipeline_spec = run["pipeline_spec"]["pipeline_spec"]
     assert pipeline_spec["pipelineInfo"]["name"] == "sanet-benchmark"

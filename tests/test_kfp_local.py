@@ -88,6 +88,7 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
         env.setenv("AWS_ENDPOINT_URL", s3.endpoint)
         env.setenv("MLFLOW_TRACKING_URI", tracking)
         env.setenv("SANET_SCRATCH_DIR", str(root / "scratch"))
+        env.setenv("SANET_HPO_STORAGE", f"sqlite:///{root / 'optuna.db'}")
         env.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
         client = boto3.client("s3")
         client.create_bucket(Bucket=BUCKET)
@@ -178,6 +179,44 @@ def test_the_gate_fails_against_a_better_champion(local_run: dict[str, Any]) -> 
     assert task.outputs["Output"] is False
     decision = Path(task.outputs["decision"].path).read_text()
     assert "failed" in decision and "champion: v1" in decision.lower()
+
+
+def test_the_study_components_share_one_study_between_parallel_workers(local_run: dict[str, Any]) -> None:
+    """The hpo pipeline's components on one space, with its worker fan-out (two workers, one trial each)."""
+    from kfp import local
+
+    from components.hpo import create_study, summarise_study
+    from pipelines.hpo import study_workers
+
+    prefix = f"s3://{BUCKET}/{local_run['prefix']}"
+    common = {"params_file": str(local_run["params_file"]), "overrides": ["hpo.trials=2"], "space": "afe_layers"}
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(local_run["root"] / "kfp-hpo"))
+    study = create_study(**common, pipeline_run="hpo-test").outputs["Output"]
+    assert study.startswith("sanet-") and "-afe_layers-" in study
+    workers = study_workers(
+        **common,
+        workers=[0, 1],
+        data_uri=f"{prefix}/data",
+        masks_uri=f"{prefix}/masks",
+        trials=1,
+        pipeline_run="hpo-test",
+        weights_uri="",
+    )
+    assert sorted(workers.output) == [1, 1]
+    summary = summarise_study(**common, work_uri=prefix, pipeline_run="hpo-test")
+    assert study in Path(summary.outputs["summary"].path).read_text()
+    overrides = summary.outputs["train_overrides"]
+    assert overrides[0] == "hpo.trials=2" and overrides[1].startswith("model.afe.layers=")
+    assert 0.0 <= summary.outputs["best_value"] <= 1.0
+    keys = _keys(local_run["client"], f"{local_run['prefix']}/hpo/afe_layers/")
+    assert f"{local_run['prefix']}/hpo/afe_layers/afe_layers.json" in keys
+    assert sum(key.endswith(".png") for key in keys) == 2  # optimisation history, parameter importances
+    client = mlflow.MlflowClient(local_run["tracking"])
+    runs = [run for e in client.search_experiments() for run in client.search_runs([e.experiment_id])]
+    parents = {run.data.tags.get("mlflow.parentRunId") for run in runs} - {None}
+    assert len(parents) == 1  # the study's parent run
+    trials = [run for run in runs if run.data.tags.get("mlflow.parentRunId") in parents]
+    assert len(trials) == 2
 
 
 @pytest.mark.parametrize(

@@ -35,9 +35,10 @@ from sanet.cluster.workspace import (
     download_evaluations,
     flat_numbers,
     pipeline_run_tag,
-    scratch_overrides,
+    step_overrides,
     step_params,
     step_scratch,
+    weights,
 )
 from sanet.errors import StorageError
 
@@ -132,29 +133,38 @@ class MasksStep:
 
 
 def masks_step(
-    params_file: str, overrides: Sequence[str], data_uri: str, work_uri: str, pipeline_run: str = ""
+    params_file: str,
+    overrides: Sequence[str],
+    data_uri: str,
+    work_uri: str,
+    pipeline_run: str = "",
+    weights_uri: str = "",
 ) -> MasksStep:
-    """Part masks of every benchmark under `data_uri` (the `masks` stage) to `<work_uri>/masks`."""
+    """Part masks of every benchmark under `data_uri` (the `masks` stage) to `<work_uri>/masks`.
+
+    `weights_uri`: the team's weights folder (the OpenPifPaf checkpoint; see `sanet.cluster.workspace.weights`).
+    """
     from sanet.masks.stage import log_masks_run, run_masks
     from sanet.tracking import check_tracking_uri, tracking_uri
 
     with step_scratch() as scratch, pipeline_run_tag(pipeline_run):
         params = step_params(params_file, overrides, scratch)
         check_tracking_uri(tracking_uri(params))
-        download(data_uri, params.data.root)
-        report = run_masks(params, "all", progress=False)
-        run_id = log_masks_run(params, report)
-        masks_uri = join_uri(work_uri, "masks")
-        upload(Path(params.masks.out_dir), masks_uri)
-        upload(Path(params.masks.coverage_file), join_uri(work_uri, "reports"))
-        return MasksStep(
-            masks_uri=masks_uri,
-            images=report.images,
-            seconds=report.seconds,
-            no_person=report.no_person,
-            coverage=flat_numbers(report.coverage),
-            run_id=run_id,
-        )
+        with weights(weights_uri, scratch):  # after the parameters and the tracking store are checked
+            download(data_uri, params.data.root)
+            report = run_masks(params, "all", progress=False)
+            run_id = log_masks_run(params, report)
+            masks_uri = join_uri(work_uri, "masks")
+            upload(Path(params.masks.out_dir), masks_uri)
+            upload(Path(params.masks.coverage_file), join_uri(work_uri, "reports"))
+            return MasksStep(
+                masks_uri=masks_uri,
+                images=report.images,
+                seconds=report.seconds,
+                no_person=report.no_person,
+                coverage=flat_numbers(report.coverage),
+                run_id=run_id,
+            )
 
 
 # ---- train -----------------------------------------------------------------------------------------------------
@@ -219,11 +229,14 @@ def train_step(
     gpus: int = 1,
     name: str = "train",
     pipeline_run: str = "",
+    weights_uri: str = "",
 ) -> TrainStep:
     """Train (`torchrun --nproc_per_node=<gpus> -m sanet.cli train`) and upload the folder to `<work_uri>/<name>`.
 
     A retried step (a pod evicted or preempted) resumes: the folder, checkpoints included, is uploaded even when
     training stops early, and downloaded again before training starts.
+
+    `weights_uri`: the team's weights folder (ImageNet initialisation; see `sanet.cluster.workspace.weights`).
 
     Raises TrainingError when training exits with an error or is stopped (after uploading its checkpoint).
     """
@@ -231,24 +244,25 @@ def train_step(
 
     with step_scratch() as scratch, pipeline_run_tag(pipeline_run):
         params = step_params(params_file, overrides, scratch)  # validates before any download
-        train_uri = join_uri(work_uri, name)
-        out_dir = scratch / name
-        resumed = download(train_uri, out_dir, missing_ok=True).files > 0
-        download(data_uri, params.data.root)
-        download(masks_uri, params.masks.out_dir)
-        code = _run_forwarding_sigterm(
-            torchrun_command(params_file, scratch_overrides(overrides, scratch), out_dir, gpus)
-        )
-        if out_dir.exists():
-            upload(out_dir, train_uri)
-        if code != 0:
-            raise TrainingError(
-                f"training exited with status {code}"
-                + (" (stopped: its checkpoint is uploaded, a retry resumes)" if code == 143 else "")
+        with weights(weights_uri, scratch):
+            train_uri = join_uri(work_uri, name)
+            out_dir = scratch / name
+            resumed = download(train_uri, out_dir, missing_ok=True).files > 0
+            download(data_uri, params.data.root)
+            download(masks_uri, params.masks.out_dir)
+            code = _run_forwarding_sigterm(
+                torchrun_command(params_file, step_overrides(params_file, overrides, scratch), out_dir, gpus)
             )
-        metrics_file = out_dir / "metrics.json"
-        metrics = flat_numbers(json.loads(metrics_file.read_text())) if metrics_file.is_file() else {}
-        return TrainStep(train_uri, join_uri(train_uri, "model.pt"), metrics, resumed)
+            if out_dir.exists():
+                upload(out_dir, train_uri)
+            if code != 0:
+                raise TrainingError(
+                    f"training exited with status {code}"
+                    + (" (stopped: its checkpoint is uploaded, a retry resumes)" if code == 143 else "")
+                )
+            metrics_file = out_dir / "metrics.json"
+            metrics = flat_numbers(json.loads(metrics_file.read_text())) if metrics_file.is_file() else {}
+            return TrainStep(train_uri, join_uri(train_uri, "model.pt"), metrics, resumed)
 
 
 # ---- evaluate, report ------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sanet.cluster.transfer import download, join_uri, upload
-from sanet.cluster.workspace import pipeline_run_tag, step_params, step_scratch
+from sanet.cluster.workspace import pipeline_run_tag, step_params, step_scratch, weights
 
 __all__ = ["StudyStep", "SummaryStep", "WorkerStep", "hpo_create_step", "hpo_summarise_step", "hpo_worker_step"]
 
@@ -55,16 +55,18 @@ def hpo_worker_step(
     trials: int = 0,
     device: str = "auto",
     pipeline_run: str = "",
+    weights_uri: str = "",
 ) -> WorkerStep:
     """One Optuna worker: trials of `space` until the study has `hpo.trials` (or `trials` of its own when > 0)."""
     from sanet.hpo import run_worker
 
     with step_scratch() as scratch, pipeline_run_tag(pipeline_run):
         params = step_params(params_file, overrides, scratch)
-        download(data_uri, params.data.root)
-        download(masks_uri, params.masks.out_dir)
-        result = run_worker(params, space, worker=worker, trials=trials or None, progress=False, device=device)
-        return WorkerStep(result.study, result.trials_run, result.completed, result.pruned, result.failed)
+        with weights(weights_uri, scratch):  # after the parameters are validated
+            download(data_uri, params.data.root)
+            download(masks_uri, params.masks.out_dir)
+            result = run_worker(params, space, worker=worker, trials=trials or None, progress=False, device=device)
+            return WorkerStep(result.study, result.trials_run, result.completed, result.pruned, result.failed)
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,10 @@ __all__ = [
     "pipeline_run_tag",
     "scratch_folders",
     "scratch_overrides",
+    "step_overrides",
     "step_params",
     "step_scratch",
+    "weights",
 ]
 
 DEFAULT_PARAMS_FILE = "/opt/sanet/params.yaml"
@@ -85,11 +87,59 @@ def scratch_overrides(overrides: Sequence[str], scratch: Path) -> list[str]:
     ]
 
 
-def step_params(params_file: str, overrides: Sequence[str], scratch: Path) -> Params:
-    """The validated parameters of a step: `params_file`, `overrides`, then the scratch paths (ConfigError)."""
+def step_overrides(params_file: str, overrides: Sequence[str], scratch: Path) -> list[str]:
+    """`scratch_overrides`, plus relative weight paths rebased onto the scratch folder (ConfigError when invalid).
+
+    Relative weight paths (`masks.openpifpaf.checkpoint`, `model.pretrained` when a path) are relative to the
+    repository root on a workstation; in a pod they are relative to the scratch folder, where `weights()` puts the
+    team's weights.
+    """
     from sanet.config import load_params
 
-    return load_params(params_file, scratch_overrides(overrides, scratch))
+    base = scratch_overrides(overrides, scratch)
+    params = load_params(params_file, base)
+    rebased = []
+    checkpoint = params.masks.openpifpaf.checkpoint
+    if checkpoint and not Path(checkpoint).is_absolute():
+        rebased.append(f"masks.openpifpaf.checkpoint={scratch / checkpoint}")
+    pretrained = params.model.pretrained
+    if pretrained not in ("imagenet", "none") and not Path(pretrained).is_absolute():
+        rebased.append(f"model.pretrained={scratch / pretrained}")
+    return [*base, *rebased]
+
+
+def step_params(params_file: str, overrides: Sequence[str], scratch: Path) -> Params:
+    """The validated parameters of a step: `params_file` with `step_overrides` (ConfigError naming the key)."""
+    from sanet.config import load_params
+
+    return load_params(params_file, step_overrides(params_file, overrides, scratch))
+
+
+@contextmanager
+def weights(weights_uri: str, scratch: Path) -> Iterator[Path | None]:
+    """Put the team's model weights in the scratch folder: nothing is downloaded from the internet at run time.
+
+    `weights_uri` mirrors a checkout's `weights/` folder (`weights/openpifpaf/<checkpoint>.pkl`, any weight file
+    `model.pretrained` names) and may hold `torch/hub/checkpoints/` (torchvision's ImageNet files), which becomes
+    `TORCH_HOME` for the step and the processes it starts. Empty: nothing to fetch (a profile without weights).
+    """
+    if not weights_uri.strip():
+        yield None
+        return
+    folder = scratch / "weights"
+    download(weights_uri, folder)
+    torch_home = folder / "torch"
+    before = os.environ.get("TORCH_HOME")
+    if torch_home.is_dir():
+        os.environ["TORCH_HOME"] = str(torch_home)
+    try:
+        yield folder
+    finally:
+        if torch_home.is_dir():
+            if before is None:
+                os.environ.pop("TORCH_HOME", None)
+            else:
+                os.environ["TORCH_HOME"] = before
 
 
 def flat_numbers(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
