@@ -33,7 +33,7 @@ def hpo_worker(
     weights_uri: str,
     metrics: Output[Metrics],
 ) -> int:
-    """One worker: trials until the study holds `hpo.trials` (`trials` > 0: that many of its own); returns its count."""
+    """One worker: trials until the study holds `trials` (0: `hpo.trials`), all workers together; returns its count."""
     from sanet.cluster.study_steps import hpo_worker_step
 
     result = hpo_worker_step(

@@ -63,7 +63,7 @@ def hpo_pipeline(
     params_file: str = DEFAULT_PARAMS_FILE,
     overrides: list[str] = DEFAULT_OVERRIDES,
     workers: list[int] = [0, 1, 2, 3],  # noqa: B006  (a pipeline parameter's default, compiled into the YAML)
-    trials_per_worker: int = 0,
+    trials: int = 0,
     benchmarks: list[str] = BENCHMARK_NAMES,
     gpus: int = 4,
     weights_uri: str = "",
@@ -73,7 +73,7 @@ def hpo_pipeline(
     Args:
         data_source, work_root, data_md5, params_file, overrides, benchmarks, weights_uri: as the benchmark pipeline.
         workers: worker ids, one GPU pod each per study.
-        trials_per_worker: 0: workers share `hpo.trials` trials in all; N: each runs N.
+        trials: the size of each study, all its workers together (0: `hpo.trials` of the parameters).
         gpus: GPUs of each study's final training.
     """
     fetch, masks = fetch_and_mask(data_source, data_md5, work_root, params_file, overrides, weights_uri)
@@ -94,7 +94,7 @@ def hpo_pipeline(
             workers=workers,
             data_uri=data_uri,
             masks_uri=masks_uri,
-            trials=trials_per_worker,
+            trials=trials,
             pipeline_run=pipeline_run,
             weights_uri=weights_uri,
         ).set_display_name(f"workers {space}")

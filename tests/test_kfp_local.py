@@ -182,14 +182,14 @@ def test_the_gate_fails_against_a_better_champion(local_run: dict[str, Any]) -> 
 
 
 def test_the_study_components_share_one_study_between_parallel_workers(local_run: dict[str, Any]) -> None:
-    """The hpo pipeline's components on one space, with its worker fan-out (two workers, one trial each)."""
+    """The hpo pipeline's components on one space, with its worker fan-out: two workers share a two-trial study."""
     from kfp import local
 
     from components.hpo import create_study, summarise_study
     from pipelines.hpo import study_workers
 
     prefix = f"s3://{BUCKET}/{local_run['prefix']}"
-    common = {"params_file": str(local_run["params_file"]), "overrides": ["hpo.trials=2"], "space": "afe_layers"}
+    common = {"params_file": str(local_run["params_file"]), "overrides": ["seed=1"], "space": "afe_layers"}
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(local_run["root"] / "kfp-hpo"))
     study = create_study(**common, pipeline_run="hpo-test").outputs["Output"]
     assert study.startswith("sanet-") and "-afe_layers-" in study
@@ -198,15 +198,16 @@ def test_the_study_components_share_one_study_between_parallel_workers(local_run
         workers=[0, 1],
         data_uri=f"{prefix}/data",
         masks_uri=f"{prefix}/masks",
-        trials=1,
+        trials=2,
         pipeline_run="hpo-test",
         weights_uri="",
     )
-    assert sorted(workers.output) == [1, 1]
+    ran = sum(workers.output)
+    assert len(workers.output) == 2 and ran in (2, 3)  # two racing workers may start one trial over the size
     summary = summarise_study(**common, work_uri=prefix, pipeline_run="hpo-test")
     assert study in Path(summary.outputs["summary"].path).read_text()
     overrides = summary.outputs["train_overrides"]
-    assert overrides[0] == "hpo.trials=2" and overrides[1].startswith("model.afe.layers=")
+    assert overrides[0] == "seed=1" and overrides[1].startswith("model.afe.layers=")
     assert 0.0 <= summary.outputs["best_value"] <= 1.0
     keys = _keys(local_run["client"], f"{local_run['prefix']}/hpo/afe_layers/")
     assert f"{local_run['prefix']}/hpo/afe_layers/afe_layers.json" in keys
@@ -216,7 +217,7 @@ def test_the_study_components_share_one_study_between_parallel_workers(local_run
     parents = {run.data.tags.get("mlflow.parentRunId") for run in runs} - {None}
     assert len(parents) == 1  # the study's parent run
     trials = [run for run in runs if run.data.tags.get("mlflow.parentRunId") in parents]
-    assert len(trials) == 2
+    assert len(trials) == ran
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,7 @@ def hpo_worker_step(
     pipeline_run: str = "",
     weights_uri: str = "",
 ) -> WorkerStep:
-    """One Optuna worker: trials of `space` until the study has `hpo.trials` (or `trials` of its own when > 0)."""
+    """One Optuna worker: trials of `space` until the study holds `trials` (0: `hpo.trials`), all workers together."""
     from sanet.hpo import run_worker
 
     with step_scratch() as scratch, pipeline_run_tag(pipeline_run):
