@@ -12,14 +12,14 @@ the data of the commit it was submitted from.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sanet.envvars import temporary_env
 
 __all__ = [
     "PIPELINES",
@@ -42,20 +42,6 @@ class KubeflowError(RuntimeError):
     """A pipeline cannot be compiled or submitted; the message says why and what to do."""
 
 
-@contextmanager
-def _image(image: str | None) -> Iterator[None]:
-    before = os.environ.get("SANET_IMAGE")
-    if image:
-        os.environ["SANET_IMAGE"] = image
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("SANET_IMAGE", None)
-        else:
-            os.environ["SANET_IMAGE"] = before
-
-
 def load_pipeline(name: str, root: str | Path = ".", image: str | None = None) -> Callable[..., Any]:
     """The pipeline function `name` of the repository at `root`, its components bound to `image` (or the default)."""
     if name not in PIPELINES:
@@ -68,7 +54,7 @@ def load_pipeline(name: str, root: str | Path = ".", image: str | None = None) -
         del sys.modules[loaded]  # the image is read when the components are defined: import them afresh
     sys.path.insert(0, str(root))
     try:
-        with _image(image):
+        with temporary_env("SANET_IMAGE", image):
             module = importlib.import_module(module_name)
     finally:
         sys.path.remove(str(root))

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from sanet.envvars import temporary_env
 from sanet.stores import check_database_url, check_sqlite_url, redact, with_deadline
 
 if TYPE_CHECKING:
@@ -329,20 +330,6 @@ def _experiment_id(client: MlflowClient, name: str, artifact_location: str = "")
     return experiment.experiment_id
 
 
-@contextlib.contextmanager
-def _env(name: str, value: str) -> Iterator[None]:
-    """Set an environment variable for the block only."""
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
-
-
 def _log_params(client: MlflowClient, run_id: str, params: Params, resumed: bool) -> None:
     """Log `flat_params` in one batch; on a resumed run, only the missing ones (MLflow refuses changed values)."""
     from mlflow.entities import Param, RunTag
@@ -397,7 +384,7 @@ def start_run(
     uri = tracking_uri(params)
     # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which would then override `tracking.uri` for every
     # later run of this process: export it for the run only (nested runs and subprocesses inherit the store).
-    with _env("MLFLOW_TRACKING_URI", uri):
+    with temporary_env("MLFLOW_TRACKING_URI", uri):
         mlflow.set_tracking_uri(uri)
         client = mlflow.MlflowClient(uri)
         experiment_id = (
@@ -406,7 +393,7 @@ def start_run(
             else _experiment_id(client, experiment or params.tracking.experiment, params.tracking.artifact_location)
         )
         # MLflow reads the sampling interval from the environment when the monitor starts: set for this run only.
-        with _env("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", str(params.tracking.system_metrics_interval)):
+        with temporary_env("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", str(params.tracking.system_metrics_interval)):
             run = mlflow.start_run(
                 run_id=run_id,
                 experiment_id=experiment_id,

@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sanet.cluster.transfer import download
+from sanet.envvars import temporary_env
 
 if TYPE_CHECKING:
     from sanet.config import Params
@@ -46,21 +47,9 @@ def step_scratch() -> Iterator[Path]:
         yield Path(folder)
 
 
-@contextmanager
-def pipeline_run_tag(run: str) -> Iterator[None]:
+def pipeline_run_tag(run: str) -> AbstractContextManager[None]:
     """`SANET_PIPELINE_RUN` = `run` for the step (the tag that groups one pipeline run's MLflow runs)."""
-    if not run:
-        yield
-        return
-    before = os.environ.get("SANET_PIPELINE_RUN")
-    os.environ["SANET_PIPELINE_RUN"] = run
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("SANET_PIPELINE_RUN", None)
-        else:
-            os.environ["SANET_PIPELINE_RUN"] = before
+    return temporary_env("SANET_PIPELINE_RUN", run)
 
 
 def scratch_folders(scratch: Path) -> dict[str, Path]:
@@ -129,17 +118,8 @@ def weights(weights_uri: str, scratch: Path) -> Iterator[Path | None]:
     folder = scratch / "weights"
     download(weights_uri, folder)
     torch_home = folder / "torch"
-    before = os.environ.get("TORCH_HOME")
-    if torch_home.is_dir():
-        os.environ["TORCH_HOME"] = str(torch_home)
-    try:
+    with temporary_env("TORCH_HOME", str(torch_home) if torch_home.is_dir() else None):
         yield folder
-    finally:
-        if torch_home.is_dir():
-            if before is None:
-                os.environ.pop("TORCH_HOME", None)
-            else:
-                os.environ["TORCH_HOME"] = before
 
 
 def flat_numbers(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
