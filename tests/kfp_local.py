@@ -7,10 +7,15 @@ is silently skipped (string conditions break on the quotes the same way). `fixed
 evaluator, for the duration of a test, by one that resolves each `inputs.parameter_values[...]` reference to its
 value and maps the CEL literals and operators to Python; an unresolvable reference raises instead of skipping.
 The pipeline spec itself is untouched: what a cluster runs is what the test runs.
+
+The local runner also indents task output by replacing `builtins.print` for the duration of each task. Tasks of a
+`dsl.ParallelFor` run in threads, and one thread can put back another's replacement (a race in kfp 2.16): every
+later `print` of the test session would be indented. `print_restored()` puts the real `print` back.
 """
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +24,18 @@ from typing import Any
 _REFERENCE = re.compile(r"inputs\.parameter_values\['(pipelinechannel--[A-Za-z0-9_\-]+)'\]")
 _CEL_TO_PYTHON = ((r"&&", " and "), (r"\|\|", " or "), (r"!(?!=)", " not "), (r"\btrue\b", "True"),
                   (r"\bfalse\b", "False"), (r"\bnull\b", "None"))  # fmt: skip
+
+
+_PRINT = builtins.print  # the real one, before any local run
+
+
+@contextmanager
+def print_restored() -> Iterator[None]:
+    """Put the real `builtins.print` back after the block (see the module docstring)."""
+    try:
+        yield
+    finally:
+        builtins.print = _PRINT
 
 
 def evaluate(condition: str, resolve: Any) -> bool:
@@ -41,7 +58,7 @@ def evaluate(condition: str, resolve: Any) -> bool:
 
 @contextmanager
 def fixed_conditions() -> Iterator[None]:
-    """Patch kfp's local condition evaluator (see the module docstring); restored on exit."""
+    """Patch kfp's local condition evaluator (see the module docstring); restored on exit, with `print`."""
     from kfp.local.orchestrator import enhanced_dag_orchestrator as orchestrator
 
     evaluator = orchestrator.ConditionEvaluator
@@ -54,6 +71,7 @@ def fixed_conditions() -> Iterator[None]:
 
     evaluator.evaluate_condition = staticmethod(evaluate_condition)
     try:
-        yield
+        with print_restored():
+            yield
     finally:
         evaluator.evaluate_condition = original

@@ -21,7 +21,7 @@ import boto3
 import mlflow
 import pytest
 import yaml
-from kfp_local import evaluate, fixed_conditions
+from kfp_local import evaluate, fixed_conditions, print_restored
 from s3_server import LocalS3
 from test_pipeline import BENCHMARKS, TINY_DEMO
 from test_train import TINY_SYNTH
@@ -34,6 +34,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:You may be attemping to run a ta
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BUCKET = "team-reid"
+
+
+@pytest.fixture(autouse=True)
+def _real_print() -> Iterator[None]:
+    """Local runs with parallel tasks can leave kfp's indenting `print` behind (tests/kfp_local.py)."""
+    with print_restored():
+        yield
 
 
 def _tiny_params(path: Path) -> Path:
@@ -239,3 +246,12 @@ def test_the_local_condition_evaluator(condition: str, values: dict[str, Any], e
 def test_an_unresolvable_condition_fails_instead_of_skipping() -> None:
     with pytest.raises(ValueError, match="has no value"):
         evaluate("inputs.parameter_values['pipelinechannel--x-Output'] == true", lambda channel: None)
+
+
+def test_print_is_the_real_one_after_local_runs(local_run: dict[str, Any]) -> None:
+    """Later tests (and their captured output) see `print` unindented, whatever the parallel tasks left behind."""
+    import builtins
+
+    from kfp_local import _PRINT
+
+    assert builtins.print is _PRINT
