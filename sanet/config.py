@@ -187,6 +187,9 @@ class MFEParams(_Section):
 
     seg_channels: int = Field(256, ge=1, le=4096, description="hidden channels of the two-conv segmentation head")
     test_feature: Literal["pre_bn", "post_bn"] = Field("pre_bn", description="pre_bn is F of paper Eq. 4")
+    pool_mask: Literal["binary", "soft"] = Field(
+        "binary", description="Eq. 4's m: binarised at 0.5 as HPNet does (no ID/triplet gradient into the mask) or soft"
+    )
 
 
 class ModelParams(_Section):
@@ -221,6 +224,9 @@ class LossParams(_Section):
     focal_alpha: float = Field(0.25, ge=0, le=1, description="weight of mask pixels (RetinaNet's 0.25; 0.5: equal)")
     mask_target: Literal["any", "soft", "binary"] = Field(
         "any", description="mask label per stride-16 cell: any label pixel (any), area average (soft) or binary"
+    )
+    focal_normalize: Literal["positive", "mean"] = Field(
+        "positive", description="focal loss over the positive cells (RetinaNet, HPNet) or the mean over all cells"
     )
 
 
@@ -313,6 +319,33 @@ class RandomErasingParams(_Section):
         return self
 
 
+class PartialViewParams(_Section):
+    """Partial-aware augmentation, our reading of the paper's "random cropping" (README, Model choices): VPM's random
+    vertical crop resized to the input, and HPNet's part occlusion; the part-mask labels are cropped or cleared with
+    the image, so a part the view does not show is absent in its labels too."""
+
+    crop: float = Field(0.5, ge=0, le=1, description="probability of a random vertical extent, resized to the input")
+    min_extent: float = Field(0.35, gt=0, le=1, description="smallest extent kept (fraction of the image height)")
+    max_extent: float = Field(0.9, gt=0, le=1, description="largest extent kept (fraction of the image height)")
+    from_top: float = Field(0.8, ge=0, le=1, description="probability that the extent starts at the top row")
+    occlude: float = Field(0.2, ge=0, le=1, description="probability of painting the rows below a random row")
+    occlude_top: list[float] = Field(
+        [0.45, 0.8],
+        min_length=2,
+        max_length=2,
+        description="[low, high] range of the occluder's top row (fraction of the height); it reaches the bottom",
+    )
+
+    @model_validator(mode="after")
+    def _ranges(self) -> PartialViewParams:
+        if self.min_extent > self.max_extent:
+            raise ValueError(f"min_extent ({self.min_extent}) must not exceed max_extent ({self.max_extent})")
+        low, high = self.occlude_top
+        if not 0 < low <= high < 1:
+            raise ValueError(f"occlude_top must satisfy 0 < low <= high < 1, got {self.occlude_top}")
+        return self
+
+
 class AugmentParams(_Section):
     """Training augmentations (paper section 4.2: flipping, colour, random cropping); masks move with the image."""
 
@@ -320,6 +353,7 @@ class AugmentParams(_Section):
     pad: int = Field(10, ge=0, le=64, description="pixels of zero padding on each side before the random crop")
     color_jitter: ColorJitterParams = ColorJitterParams()
     random_erasing: RandomErasingParams = RandomErasingParams()
+    partial: PartialViewParams = PartialViewParams()
 
 
 class TrackingParams(_Section):

@@ -65,7 +65,22 @@ def test_focal_loss_on_binary_targets_matches_torchvision(alpha: float, gamma: f
     torch.manual_seed(0)
     logits, targets = torch.randn(2, 6, 4) * 3, (torch.rand(2, 6, 4) > 0.5).float()
     expected = sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma, reduction="mean")
-    torch.testing.assert_close(focal_loss(logits, targets, alpha, gamma), expected)
+    torch.testing.assert_close(focal_loss(logits, targets, alpha, gamma, normalize="mean"), expected)
+    # RetinaNet's (and HPNet's) normalisation: the sum over cells divided by the number of positive cells.
+    summed = sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma, reduction="sum")
+    torch.testing.assert_close(focal_loss(logits, targets, alpha, gamma), summed / targets.sum())
+
+
+def test_the_focal_loss_is_normalised_by_positive_cells_not_by_all_cells() -> None:
+    """A part covering one cell in 24 weighs as much as one covering every cell (the mean would make it 24x weaker)."""
+    logits = torch.zeros(1, 24, 8)
+    small, large = torch.zeros(1, 24, 8), torch.ones(1, 24, 8)
+    small[0, 0, 0] = 1
+    one_cell = focal_loss(logits, small, 0.5, 0.0) - focal_loss(logits[..., :0], small[..., :0], 0.5, 0.0)
+    assert one_cell.item() > 20 * focal_loss(logits, small, 0.5, 0.0, normalize="mean").item()
+    torch.testing.assert_close(focal_loss(logits, large, 0.5, 0.0), focal_loss(logits, large, 0.5, 0.0, "mean"))
+    empty = focal_loss(logits, torch.zeros(1, 24, 8), 0.5, 0.0)  # no positive cell: the sum itself
+    torch.testing.assert_close(empty, focal_loss(logits, torch.zeros(1, 24, 8), 0.5, 0.0, "mean") * 24 * 8)
 
 
 def test_soft_focal_loss_is_smallest_at_the_target() -> None:

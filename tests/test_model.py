@@ -58,10 +58,13 @@ def batch(size: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def wake_zero_init(model: SANet) -> None:
-    """The residual AFE's output BNs start at scale 0, which blocks its gradients at the very first step only."""
+    """The residual AFE's output BNs start at scale 0, which blocks its gradients at the very first step only; and a
+    branch whose mask is nowhere above 0.5 pools nothing (binary Eq. 4), so open every mask for the gradient check."""
     if model.afe is not None:
         for head in model.afe.heads:
             nn.init.ones_(head[1].weight)
+    for branch in model.branches:
+        nn.init.constant_(branch.seg_head[3].bias, 2.0)
 
 
 @pytest.mark.parametrize(("variant", "layers", "kernel"), CASES)
@@ -205,6 +208,56 @@ def test_hard_sampling_is_one_hot_in_training(raw: dict) -> None:
     model = small_model(raw, "sanet", overrides=("model.afe.hard=true",))
     weights = model.train()(batch()[0])["path_weights"]
     assert set(weights.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_hard_training_computes_only_the_cells_on_each_images_path(raw: dict) -> None:
+    """`hard: true` trains like it evaluates: a cell off an image's sampled path neither runs on it nor lets it into
+    its BatchNorm statistics (the old dense training fed such cells zeros, which train-mode BN turned non-zero)."""
+    model = small_model(raw, "sanet", 5, 3, overrides=("model.afe.hard=true",)).train()
+    sharp_gates(model, scale=5.0)
+    wake_zero_init(model)
+    assert model.afe is not None
+    calls: dict[tuple[int, int], int] = {}
+    for layer, cells in enumerate(model.afe.cells):
+        for key, cell in cells.items():
+
+            def count(_module: nn.Module, inputs: tuple[torch.Tensor], _out: object, at=(layer, int(key))) -> None:
+                calls[at] = calls.get(at, 0) + inputs[0].shape[0]
+
+            cell.refine.register_forward_hook(count)
+    before = {name: buf.clone() for name, buf in model.afe.named_buffers() if "running_mean" in name}
+    images = torch.randn(8, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(5))
+    out = model(images)
+    reached = (out["routing"] != NOT_REACHED).sum(0)
+    assert calls == {(layer, s): int(reached[layer, s]) for layer, s in reached.nonzero().tolist()}
+    assert sum(calls.values()) == 8 * 5  # one cell per layer and image
+    unreached = [(layer, s) for layer in range(1, 5) for s in range(3) if (layer, s) not in calls]
+    assert unreached, "the test needs a cell that no image reached"
+    for layer, s in unreached:
+        name = f"cells.{layer}.{s}.refine.1.running_mean"
+        assert torch.equal(dict(model.afe.named_buffers())[name], before[name])
+    out["features"].sum().backward()  # the straight-through samples train the gates
+    gates = [cell.gate.weight.grad for cells in model.afe.cells for cell in cells.values() if cell.gate is not None]
+    assert any(g is not None and g.abs().sum() > 0 for g in gates)
+
+
+@pytest.mark.parametrize("pool_mask", ["binary", "soft"])
+def test_binary_pooling_leaves_the_mask_to_the_focal_loss(raw: dict, pool_mask: str) -> None:
+    """HPNet pools with the binarised mask: ID and triplet gradients do not reach the segmentation head; soft
+    pooling (our earlier default, `pool_mask: soft`) lets them shape it."""
+    model = small_model(raw, "global", overrides=(f"model.mfe.pool_mask={pool_mask}",))
+    wake_zero_init(model)
+    images, pids, labels = batch()
+    out = model.train()(images)
+    params = small_params(raw, "loss.focal_weight=0", f"model.mfe.pool_mask={pool_mask}")
+    loss, _ = build_criterion(params)(out, pids, labels)
+    loss.backward()
+    head_grad = sum(float(b.seg_head[0].weight.grad.abs().sum()) for b in model.branches)
+    assert (head_grad == 0) == (pool_mask == "binary")
+    binary = (out["masks"].sigmoid() > 0.5).float()
+    pooled = (binary[:, 0, None] * model.branches[0].layer4(model.trunk(images))).amax(dim=(2, 3))
+    if pool_mask == "binary":
+        torch.testing.assert_close(out["features"][:, 0], pooled)
 
 
 def test_residual_afe_starts_as_the_identity(raw: dict) -> None:

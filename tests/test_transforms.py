@@ -12,12 +12,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sanet.config import AugmentParams, ColorJitterParams, RandomErasingParams
+from sanet.config import AugmentParams, ColorJitterParams, PartialViewParams, RandomErasingParams
 from sanet.data.benchmarks import CorruptImageError
+from sanet.data.partial import RowSpan
 from sanet.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ColorFactors,
+    Occlusion,
     TestTransform,
     TrainSample,
     TrainTransform,
@@ -34,13 +36,20 @@ PART = 1  # upper_body
 
 
 def augment(
-    flip: float = 0.0, pad: int = 0, jitter: float = 0.0, erase: float = 0.0, hue: float = 0.0
+    flip: float = 0.0,
+    pad: int = 0,
+    jitter: float = 0.0,
+    erase: float = 0.0,
+    hue: float = 0.0,
+    crop: float = 0.0,
+    occlude: float = 0.0,
 ) -> AugmentParams:
     return AugmentParams(
         flip=flip,
         pad=pad,
         color_jitter=ColorJitterParams(p=jitter, brightness=0.4, contrast=0.4, saturation=0.4, hue=hue),
         random_erasing=RandomErasingParams(p=erase),
+        partial=PartialViewParams(crop=crop, occlude=occlude),
     )
 
 
@@ -254,3 +263,44 @@ def test_decode_image_names_the_bad_file(tmp_path: Path) -> None:
         assert ".cpp:" not in message  # torchvision's source location is cut from the reason
     with pytest.raises(CorruptImageError, match="truncated"):
         decode_image(truncated)
+
+
+def test_a_partial_view_crops_the_labels_exactly_as_the_image() -> None:
+    """The top half of the image, stretched to the input: the rectangle and its label double in height together."""
+    transform = TrainTransform(SIZE, augment(), label_stride=1)
+    image, masks = scene()
+    sample = TrainSample(flip=False, top=0, left=0, crop=RowSpan(0, SIZE[0] // 2))
+    out, labels = transform.apply(image, masks, sample)
+    stretched = (2 * ROWS[0], 2 * ROWS[1], *COLS)
+    assert box(labels[PART] > 0.5) == stretched
+    assert box(red(out)) == stretched
+
+
+def test_a_partial_view_below_a_part_removes_it_from_the_labels() -> None:
+    transform = TrainTransform(SIZE, augment(), label_stride=1)
+    image, masks = scene()
+    out, labels = transform.apply(image, masks, TrainSample(flip=False, top=0, left=0, crop=RowSpan(32, 32)))
+    assert not (labels[PART] > 0.5).any() and not red(out).any()
+
+
+def test_an_occlusion_paints_the_rows_and_clears_them_from_every_mask() -> None:
+    transform = TrainTransform(SIZE, augment(), label_stride=1)
+    image, masks = scene()
+    masks[4] = 1  # the whole body
+    occlusion = Occlusion(RowSpan(14, SIZE[0] - 14), (0, 0, 255))
+    out, labels = transform.apply(image, masks, TrainSample(flip=False, top=0, left=0, occlusion=occlusion))
+    assert box(labels[PART] > 0.5) == (ROWS[0], 14, *COLS)
+    assert not (labels[:, 14:] > 0).any() and (labels[4, :14] == 1).all()
+    assert box(red(out)) == (ROWS[0], 14, *COLS)
+
+
+def test_partial_views_are_drawn_with_the_configured_probability_and_extent() -> None:
+    transform = TrainTransform(SIZE, augment(crop=0.5, occlude=0.25), label_stride=4)
+    samples = [transform.sample(torch.Generator().manual_seed(seed), rows=128) for seed in range(400)]
+    crops = [s.crop for s in samples if s.crop is not None]
+    assert 0.4 < len(crops) / len(samples) < 0.6
+    assert 0.15 < sum(s.occlusion is not None for s in samples) / len(samples) < 0.35
+    assert all(0.35 * 128 - 1 <= c.height <= 0.9 * 128 + 1 and c.bottom <= 128 for c in crops)
+    assert 0.7 < sum(c.top == 0 for c in crops) / len(crops) < 0.9
+    again = transform.sample(torch.Generator().manual_seed(3), rows=128)
+    assert again == samples[3]

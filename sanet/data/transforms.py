@@ -3,11 +3,16 @@
 Training augments the image and its five part masks together (paper section 4.2: flipping, random cropping, colour),
 so that the segmentation heads learn masks that sit where the person's parts are in the augmented image:
 
+0. a partial view (``augment.partial.crop``, :mod:`sanet.data.partial`): a random vertical extent of the stored
+   image and the same extent of its masks, which step 1 stretches to the input, as every benchmark protocol stretches
+   a partial probe; the parts outside the extent leave the labels;
 1. resize the image to the network input (bilinear, antialiased) and the masks to the same size (nearest). The
    stored masks are a grid over the whole original image whatever its aspect ratio, so both fill the input exactly;
 2. horizontal flip (both);
 3. zero padding on every side and a random crop back to the input size at the same offset (both);
 4. colour jitter (image only: colours do not move body parts);
+4b. part occlusion (``augment.partial.occlude``): the rows below a random row painted one random colour, an occluder
+   from the ground up as in Partial-REID's occluded images, and cleared from every mask;
 5. random erasing (Zhong et al.): a rectangle of random pixels; it is also cleared from every mask, because those
    pixels no longer show the person;
 6. ImageNet normalisation of the image, and area averaging of the masks over ``label_stride`` x ``label_stride``
@@ -37,6 +42,7 @@ from torchvision.transforms import InterpolationMode
 
 from sanet.config import AugmentParams
 from sanet.data.benchmarks import CorruptImageError
+from sanet.data.partial import RowSpan, crop_rows, occlude_rows, sample_extent
 from sanet.parts import NUM_PARTS
 
 __all__ = [
@@ -44,6 +50,7 @@ __all__ = [
     "IMAGENET_STD",
     "ColorFactors",
     "EraseBox",
+    "Occlusion",
     "TestTransform",
     "TrainSample",
     "TrainTransform",
@@ -155,12 +162,21 @@ class EraseBox:
 
 
 @dataclass(frozen=True)
+class Occlusion:
+    """Rows painted over (in output pixels) and their colour."""
+
+    span: RowSpan
+    colour: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
 class TrainSample:
     """Every random choice of one training transform.
 
     ``top`` and ``left`` are the crop offset inside the zero-padded image, in [0, 2 * pad]; (pad, pad) leaves the
-    image where it was, and a smaller offset moves the content down / right. ``color`` and ``erase`` are None when
-    the step is not applied.
+    image where it was, and a smaller offset moves the content down / right. ``crop`` is the partial view's rows of
+    the stored image (``rows`` of :meth:`TrainTransform.sample`). ``crop``, ``color``, ``occlusion`` and ``erase`` are
+    None when the step is not applied.
     """
 
     flip: bool
@@ -168,6 +184,8 @@ class TrainSample:
     left: int
     color: ColorFactors | None = None
     erase: EraseBox | None = None
+    crop: RowSpan | None = None
+    occlusion: Occlusion | None = None
 
 
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:
@@ -200,11 +218,18 @@ class TrainTransform:
         return self.size[0] // self.label_stride, self.size[1] // self.label_stride
 
     def __call__(self, image: Tensor, masks: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        return self.apply(image, masks, self.sample(generator))
+        return self.apply(image, masks, self.sample(generator, rows=image.shape[-2]))
 
-    def sample(self, generator: torch.Generator) -> TrainSample:
-        """Draw the random choices of one transform from ``generator`` (and nothing else)."""
+    def sample(self, generator: torch.Generator, rows: int | None = None) -> TrainSample:
+        """Draw the random choices of one transform from ``generator`` (and nothing else); ``rows`` is the stored
+        image's height (the input height if None), in which the partial view's extent is drawn."""
         aug = self.augment
+        partial = aug.partial
+        crop = None
+        if partial.crop and torch.rand((), generator=generator).item() < partial.crop:
+            crop = sample_extent(
+                generator, rows or self.size[0], partial.min_extent, partial.max_extent, partial.from_top
+            )
         flip = torch.rand((), generator=generator).item() < aug.flip
         top = _randint(generator, 0, 2 * aug.pad)
         left = _randint(generator, 0, 2 * aug.pad)
@@ -217,10 +242,16 @@ class TrainTransform:
                 saturation=_uniform(generator, max(0.0, 1 - jitter.saturation), 1 + jitter.saturation),
                 hue=_uniform(generator, -jitter.hue, jitter.hue),
             )
+        occlusion = None
+        if partial.occlude and torch.rand((), generator=generator).item() < partial.occlude:
+            low, high = partial.occlude_top
+            first = round(self.size[0] * _uniform(generator, low, high))
+            colour = tuple(int(v) for v in torch.randint(20, 236, (3,), generator=generator).tolist())
+            occlusion = Occlusion(RowSpan(first, self.size[0] - first), colour)  # type: ignore[arg-type]
         erase = None
         if torch.rand((), generator=generator).item() < aug.random_erasing.p:
             erase = self._sample_erase(generator)
-        return TrainSample(flip=flip, top=top, left=left, color=color, erase=erase)
+        return TrainSample(flip=flip, top=top, left=left, color=color, erase=erase, crop=crop, occlusion=occlusion)
 
     def _sample_erase(self, generator: torch.Generator) -> EraseBox | None:
         """A rectangle of random area fraction and log-uniform aspect ratio that fits the image (Zhong et al.)."""
@@ -244,6 +275,8 @@ class TrainTransform:
         _check_image(image)
         if masks.ndim != 3 or masks.shape[0] != NUM_PARTS:
             raise ValueError(f"expected ({NUM_PARTS}, mh, mw) masks, got {tuple(masks.shape)}")
+        if sample.crop is not None:
+            image, masks = self._crop(image, masks, sample.crop)
         image = resize_image(image, self.size)
         masks = resize_masks(masks, self.size)
         if sample.flip:
@@ -257,6 +290,8 @@ class TrainTransform:
             masks = F.pad(masks, (pad, pad, pad, pad))[:, rows, cols]
         if sample.color is not None:
             image = self._jitter(image, sample.color)
+        if sample.occlusion is not None:
+            image, masks = occlude_rows(image, masks, sample.occlusion.span, sample.occlusion.colour)
         if sample.erase is not None:
             image, masks = image.clone(), masks.clone()
             box = sample.erase
@@ -266,6 +301,18 @@ class TrainTransform:
             image[:, rows, cols] = torch.randint(0, 256, (3, box.height, box.width), generator=fill, dtype=torch.uint8)
             masks[:, rows, cols] = 0
         return image.contiguous(), masks.contiguous()
+
+    @staticmethod
+    def _crop(image: Tensor, masks: Tensor, span: RowSpan) -> tuple[Tensor, Tensor]:
+        """Rows ``span`` of the stored image, and the same fraction of the height of its masks (stored at their own
+        resolution, a grid over the whole image): mask rows are the nearest to the image's cut lines."""
+        rows, mask_rows = image.shape[-2], masks.shape[-2]
+        if span.bottom > rows:
+            raise ValueError(f"partial view rows {span.top}..{span.bottom} outside an image of {rows} rows")
+        image, _ = crop_rows(image, span)
+        top = min(mask_rows - 1, round(span.top * mask_rows / rows))
+        bottom = max(top + 1, round(span.bottom * mask_rows / rows))
+        return image, masks[:, top:bottom]
 
     @staticmethod
     def _jitter(image: Tensor, color: ColorFactors) -> Tensor:

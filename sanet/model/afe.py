@@ -9,8 +9,10 @@ The module sits between layer3 and the MFE branches. It has `layers` layers of u
 3. refines f with a `kernel` x `kernel` conv, BN, ReLU (Eq. 2),
 4. sends alpha_p * T_p(refined) along every path p to the next layer (Eq. 3).
 
-Training draws alpha with Gumbel-softmax (`temperature`; soft weights, or straight-through one-hot with `hard`), and
-every cell the topology reaches is computed, so every gate receives a gradient. In eval the adaptive variant takes
+Training draws alpha with Gumbel-softmax (`temperature`). With soft weights (`hard: false`) every cell the topology
+reaches is computed for the whole batch, so every gate receives a gradient. With `hard: true` each image follows
+the one path of its straight-through one-hot sample, as at eval: a cell computes (and its BatchNorm normalises) only
+the images that reach it, and the sample's soft gradient trains the gates. In eval the adaptive variant takes
 the argmax path of every cell, without noise (section 3.3), so each image follows exactly one chain of cells; a cell
 is computed only for the images that reach it, and not at all when no image of the batch does. The `fixed_fe`
 ablation (Table 3) has no gates: every path is always taken with weight 1, in training and eval alike.
@@ -193,7 +195,7 @@ class AFE(nn.Module):
         reached = torch.zeros(batch, self.num_layers, len(SCALES), dtype=torch.bool, device=x.device)
         inputs: list[Tensor | None] = [None, None, None]
         inputs[_ENTRY_SCALE] = self.entry(x)
-        if self.adaptive and not self.training:
+        if self.adaptive and (self.hard or not self.training):
             slots, reach = self._route_sparse(inputs, path_weights, reached)
             out = x.new_zeros(x.shape)
             for s, f in enumerate(slots):
@@ -211,7 +213,7 @@ class AFE(nn.Module):
     def _weights(self, cell: Cell, f: Tensor) -> Tensor | None:
         if not self.adaptive:
             return None
-        return F.gumbel_softmax(cell.gate_logits(f), tau=self.temperature, hard=self.hard, dim=1)
+        return F.gumbel_softmax(cell.gate_logits(f), tau=self.temperature, hard=False, dim=1)
 
     def _route_dense(self, inputs: list[Tensor | None], path_weights: Tensor, reached: Tensor) -> list[Tensor | None]:
         """Every reachable cell for the whole batch: training (Gumbel weights) and `fixed_fe` (weight 1)."""
@@ -242,7 +244,11 @@ class AFE(nn.Module):
     def _route_sparse(
         self, inputs: list[Tensor | None], path_weights: Tensor, reached: Tensor
     ) -> tuple[list[Tensor | None], Tensor]:
-        """Eval routing of the adaptive variant: argmax paths; a cell runs only on the images that reach it."""
+        """Routing on one path per image: a cell runs only on the images that reach it.
+
+        Eval (adaptive variant): the argmax path. Training with `hard`: a straight-through one-hot Gumbel sample, so a
+        cell off an image's path neither computes on it nor updates its BatchNorm statistics with it.
+        """
         entry = inputs[_ENTRY_SCALE]
         batch, sizes = entry.shape[0], self._sizes(entry)
         reach = torch.zeros(batch, len(SCALES), dtype=torch.bool, device=entry.device)
@@ -256,7 +262,12 @@ class AFE(nn.Module):
                 if idx.numel() == 0:
                     continue  # no image of the batch reaches this cell: it is not computed
                 f = inputs[s] if idx.numel() == batch else inputs[s].index_select(0, idx)
-                choice = cell.gate_logits(f).argmax(dim=1)
+                logits = cell.gate_logits(f)
+                if self.training:  # straight-through one-hot Gumbel sample: value 1 on the path, soft gradients
+                    onehot = F.gumbel_softmax(logits, tau=self.temperature, hard=True, dim=1)
+                    choice = onehot.argmax(dim=1)
+                else:
+                    onehot, choice = None, logits.argmax(dim=1)
                 refined = cell.refine(f)
                 for j, p in enumerate(cell.paths):
                     take = choice == j
@@ -265,6 +276,8 @@ class AFE(nn.Module):
                         continue
                     target = s + p - 1
                     h = cell.transform(p, refined if sel.numel() == idx.numel() else refined[take], sizes[target])
+                    if onehot is not None:
+                        h = h * onehot[take, j].view(-1, 1, 1, 1)
                     if nxt[target] is None:
                         nxt[target] = h.new_zeros((batch, *h.shape[1:]))
                     nxt[target].index_add_(0, sel, h)

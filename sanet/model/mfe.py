@@ -4,7 +4,9 @@ Each branch is a copy of the backbone's layer4 with its last stride set to 1 (so
 stride 16, 24 x 8 at 384 x 128), initialised from the backbone's (pretrained) layer4, followed by
 
 - a two-conv segmentation head (3x3 conv, BN, ReLU, 1x1 conv to one channel) giving the mask logits; m = sigmoid,
-- the part feature F = MaxPool(m * f) (Eq. 4), a global max pool of the mask-weighted layer4 features,
+- the part feature F = MaxPool(m * f) (Eq. 4), a global max pool of the mask-weighted layer4 features, where m is
+  the mask binarised at 0.5 (`pool_mask: binary`, as HPNet, the paper's baseline, pools) so that only the focal loss
+  shapes the mask, or the soft sigmoid mask (`soft`), through which the ID and triplet losses also pull on it,
 - the visibility v = any(m > 0.5) (Eq. 5), i.e. at least one mask pixel above one half,
 - a BNNeck (Luo et al., 2019: BatchNorm1d with a frozen zero bias) and a bias-free linear identity classifier.
 
@@ -21,6 +23,9 @@ from torch import Tensor, nn
 
 VISIBILITY_THRESHOLD = 0.5
 """Eq. 5: a part is visible when at least one mask probability exceeds this."""
+
+POOL_MASKS = ("binary", "soft")
+"""What Eq. 4 multiplies the features with: the mask binarised at VISIBILITY_THRESHOLD, or its soft probabilities."""
 
 
 class BranchOutput(NamedTuple):
@@ -49,8 +54,13 @@ class PartBranch(nn.Module):
         num_classes: training identities (classifier outputs).
     """
 
-    def __init__(self, layer4: nn.Module, channels: int, seg_channels: int, num_classes: int) -> None:
+    def __init__(
+        self, layer4: nn.Module, channels: int, seg_channels: int, num_classes: int, pool_mask: str = "binary"
+    ) -> None:
         super().__init__()
+        if pool_mask not in POOL_MASKS:
+            raise ValueError(f"pool_mask must be one of {', '.join(POOL_MASKS)}, got {pool_mask!r}")
+        self.pool_mask = pool_mask
         self.layer4 = layer4
         self.seg_head = nn.Sequential(
             nn.Conv2d(channels, seg_channels, 3, padding=1, bias=False),
@@ -70,6 +80,8 @@ class PartBranch(nn.Module):
         f = self.layer4(x)
         mask_logits = self.seg_head(f)  # (B, 1, h, w)
         mask = mask_logits.sigmoid()
-        feature = (mask * f).amax(dim=(2, 3))  # Eq. 4
-        visibility = (mask > VISIBILITY_THRESHOLD).flatten(1).any(dim=1)  # Eq. 5
+        above = mask > VISIBILITY_THRESHOLD
+        pooling = above.to(f.dtype) if self.pool_mask == "binary" else mask
+        feature = (pooling * f).amax(dim=(2, 3))  # Eq. 4
+        visibility = above.flatten(1).any(dim=1)  # Eq. 5
         return BranchOutput(feature, self.bnneck(feature), mask_logits.squeeze(1), visibility)

@@ -92,7 +92,9 @@ class SANet(nn.Module):
             )
         self.feature_dim = backbone.out_channels
         self.branches = nn.ModuleList(
-            PartBranch(last_stride_one(backbone.layer4), backbone.out_channels, mfe.seg_channels, num_classes)
+            PartBranch(
+                last_stride_one(backbone.layer4), backbone.out_channels, mfe.seg_channels, num_classes, mfe.pool_mask
+            )
             for _ in self.parts
         )
 
