@@ -231,7 +231,7 @@ def cmd_hpo(args: argparse.Namespace, params: Params) -> int:
         summary = summarise_study(params, args.space)
         best = ", ".join(f"{key}={value}" for key, value in summary.best_params.items())
         print(
-            f"sanet hpo: best of {summary.name}: trial {summary.best_trial}, validation mAP "
+            f"sanet hpo: best of {summary.name}: trial {summary.best_trial}, validation score "
             f"{100 * summary.best_value:.1f}% with {best}; wrote {summary.json_path}"
         )
     return 0

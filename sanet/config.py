@@ -254,7 +254,9 @@ class TrainParams(_Section):
     epochs: int = Field(150, ge=1)
     batch_size: int = Field(64, ge=2, description="global batch (all processes together)")
     instances_per_id: int = Field(4, ge=1)
-    optimizer: Literal["sgd"] = "sgd"
+    optimizer: Literal["sgd", "adam"] = Field(
+        "sgd", description="sgd (the paper) | adam (BoT's choice; with momentum as beta1, for short runs from scratch)"
+    )
     lr: float = Field(0.01, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
@@ -272,6 +274,13 @@ class TrainParams(_Section):
     compile: bool = Field(False, description="torch.compile the model")
     sync_bn: bool = Field(False, description="SyncBatchNorm across processes (CUDA with several processes only)")
     deterministic: bool = Field(False, description="deterministic algorithms (bit-identical reruns; slower)")
+    threads: int = Field(
+        0,
+        ge=0,
+        le=512,
+        description="torch intra-op CPU threads; CPU results depend on the count, so a fixed one makes reruns on "
+        "other machines bit-identical (sanet.engine.determinism); 0: torch's default (the machine's cores)",
+    )
     out_dir: str = Field("outputs/train", min_length=1, description="checkpoints and the trained model")
     log_every: int = Field(10, ge=1, description="steps between logged training metrics")
     eval_every: int = Field(0, ge=0, description="epochs between validations on data.train's query set; 0: at the end")
@@ -440,7 +449,7 @@ class SearchRanges(_Section):
 
 
 class PruningParams(_Section):
-    """Optuna's median pruner on the intermediate validation mAP (one value per epoch)."""
+    """Optuna's median pruner on the intermediate validation score (one value per epoch)."""
 
     enabled: bool = True
     startup_trials: int = Field(2, ge=0, description="trials that are never pruned (the median needs some)")
@@ -458,6 +467,7 @@ class HPOParams(_Section):
     seed: int = Field(0, ge=0)
     epochs: int = Field(10, ge=1, description="a trial's short schedule (train.* compressed to this many epochs)")
     val_ids: int = Field(100, ge=2, description="identities of data.train held out of training to score trials")
+    score_epochs: int = Field(1, ge=1, description="a trial's value: the mean score of its last N validations")
     out_dir: str = Field("outputs/hpo", min_length=1, description="trial checkpoints (deleted after each trial)")
     reports_dir: str = Field("reports/hpo", min_length=1, description="<space>.json and plots per study")
     pruning: PruningParams = PruningParams()

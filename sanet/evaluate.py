@@ -6,14 +6,25 @@ distance of `evaluation.distance` (paper Eq. 7 by default) and writes into `repo
 
 | file | what |
 |---|---|
-| `metrics.json` | Rank-1/3/5/10, mAP, mINP (fractions), query and gallery counts, extraction speed (a DVC metric) |
-| `run.json` | provenance: variant, backbone, AFE layers and kernel, profile, data and model md5, git sha, MLflow run |
+| `metrics.json` | Rank-1/3/5/10, mAP, mINP (fractions), query and gallery counts (a DVC metric) |
+| `run.json` | what was evaluated: variant, backbone, AFE layers and kernel, profile, distance, data and model md5 |
 | `cmc.csv` | the CMC curve, ranks 1..`evaluation.max_rank` (a DVC plot) |
 | `ranked_list.png` | six queries with their top 10 gallery images, right matches framed green, wrong red |
 | `routing.json`, `routing.png` | the AFE's scale paths for partial (query) and holistic (gallery) images (Figure 4a) |
+| `diagnostics.json`, `diagnostics.png` | method diagnostics (`sanet.diagnostics`): visibility per part, mask spread, |
+| | route variety, the AFE's share, Eq. 7 vs global-only, the no-network floor (needs the mask store; else a note) |
+
+The headline diagnostics also go into `metrics.json` after the ranking metrics (`vis_acc_query/<part>`,
+`mask_std/<part>`, `routes_distinct`, `afe_share`, `global_only_rank1`, `floor_rank1`, ...: see
+`sanet.diagnostics.headline_metrics`).
 
 Every file is written atomically, and the same files plus the metrics (`<benchmark>/rank1`, `<benchmark>/mAP`, ...)
 go to one MLflow run of the pipeline's experiment, tagged with the benchmark and the training's pipeline run.
+
+The folder (the stage's DVC output) is a deterministic function of the model file, the data and the parameters:
+the same evaluation writes the same bytes. What differs from run to run (the MLflow run ids of the evaluation and
+of the training, the pipeline run, the git sha, the time, the extraction speed) goes to the run's tags and metrics
+and to the git-ignored sidecar `<out>.provenance.json` beside the folder (`sanet.provenance`), never into it.
 """
 
 from __future__ import annotations
@@ -53,6 +64,7 @@ class EvaluateResult:
     files: list[Path] = field(default_factory=list)
     run_id: str | None = None
     seconds: float = 0.0
+    images_per_second: float = float("nan")  # the feature extraction's (not in metrics.json: it is run-dependent)
 
     def summary(self) -> str:
         """One line for the end of a run."""
@@ -60,7 +72,7 @@ class EvaluateResult:
         return (
             f"{self.benchmark}: Rank-1 {100 * m['rank1']:.1f}%, Rank-5 {100 * m['rank5']:.1f}%, "
             f"mAP {100 * m['mAP']:.1f}%, mINP {100 * m['mINP']:.1f}% ({m['num_query']} queries, "
-            f"{m['num_gallery']} gallery; {m['images_per_second']:.0f} img/s); results in {self.out_dir}"
+            f"{m['num_gallery']} gallery; {self.images_per_second:.0f} img/s); results in {self.out_dir}"
             + (f"; MLflow run {self.run_id}" if self.run_id else "")
         )
 
@@ -114,9 +126,12 @@ def run_evaluate(
     file that is not one), BenchmarkError (missing or corrupt data) and TrackingError (unreachable tracking store),
     all before any feature is extracted except the last.
     """
+    from sanet.diagnostics import AFEShareMeter
     from sanet.engine.checkpoint import load_model_file
+    from sanet.engine.determinism import set_threads
     from sanet.engine.features import evaluate_benchmark
     from sanet.metrics.ranking import NoValidQueryError
+    from sanet.provenance import sidecar_path, training_sidecar, write_sidecar
     from sanet.tracking import check_tracking_uri, files_md5, git_sha, tracking_uri
 
     started = time.perf_counter()
@@ -134,23 +149,24 @@ def run_evaluate(
     torch_device = _device(device)
     model, trained, meta = load_model_file(model_file, map_location=torch_device)
     run_params = _evaluation_params(params, trained)
+    threads = set_threads(run_params.train.threads)  # the training's thread count: CPU features depend on it
     try:
-        result = evaluate_benchmark(model, data, run_params, torch_device, progress=progress)
+        with AFEShareMeter(model) as afe_meter:  # the AFE's share of the features, read during the extraction
+            result = evaluate_benchmark(model, data, run_params, torch_device, progress=progress)
     except NoValidQueryError as exc:
         raise EvaluationError(f"{benchmark} under {params.data.root}: {exc}") from None
     assert result.distmat is not None and result.ranking is not None
 
     metrics: dict[str, float] = {key: round(float(value), 6) for key, value in result.metrics.items()}
-    metrics |= {
-        "num_query": result.num_query,
-        "num_gallery": result.num_gallery,
-        "images_per_second": round(result.extracted.images_per_second, 1),
-    }
+    metrics |= {"num_query": result.num_query, "num_gallery": result.num_gallery}
+    speed = result.extracted.images_per_second
     query_paths = [r.path for r in data.query]
     data_md5 = files_md5([*query_paths, *(r.path for r in data.gallery)], params.data.root)
     from sanet.tracking import pipeline_run_id
 
-    pipeline_run = pipeline_run_id(meta.get("pipeline_run"))
+    md5 = model_md5(model_file)
+    # the training's MLflow run and pipeline run: its sidecar beside the model file (or an older model file's meta)
+    trained_by = training_sidecar(model_file, md5)
     run_info: dict[str, Any] = {
         "benchmark": benchmark,
         "synthetic": (Path(params.data.root) / MARKER_FILE).is_file(),
@@ -165,26 +181,39 @@ def run_evaluate(
         "input": [trained.input.height, trained.input.width],
         "data_md5": data_md5,
         "model_file": str(model_file),
-        "model_md5": model_md5(model_file),
-        "git_sha": git_sha(),
-        "mlflow_run_id": None,
-        "train_run_id": meta.get("train_run_id"),
-        "pipeline_run": pipeline_run,
-        "evaluated_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
+        "model_md5": md5,
     }
+    provenance: dict[str, Any] = {
+        "benchmark": benchmark,
+        "model_md5": md5,
+        "mlflow_run_id": None,
+        "train_run_id": trained_by.get("train_run_id") or meta.get("train_run_id"),
+        "pipeline_run": pipeline_run_id(trained_by.get("pipeline_run") or meta.get("pipeline_run")),
+        "git_sha": git_sha(),
+        "evaluated_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
+        "device": torch_device.type,
+        "threads": threads,
+        "images_per_second": round(speed, 1) if np.isfinite(speed) else None,
+    }
+
+    diagnostics = _diagnostics(params, run_params, data, result, benchmark, model, trained, afe_meter, progress)
+    metrics |= _headline_diagnostics(diagnostics)
 
     figures = [
         atomic_write(out / "cmc.csv", lambda handle: handle.write(_cmc_csv(result.cmc).encode())),
         _write_ranked_list(out / "ranked_list.png", data, result, benchmark),
         *_write_routing(out, data, result, benchmark, trained),
+        *_write_diagnostics(out, diagnostics, benchmark),
     ]
 
     def write_results(run_id: str | None) -> list[Path]:
-        run_info["mlflow_run_id"] = run_id
-        return [_write_json(out / "metrics.json", metrics), _write_json(out / "run.json", run_info), *figures]
+        provenance["mlflow_run_id"] = run_id
+        provenance["seconds"] = round(time.perf_counter() - started, 1)
+        results = [_write_json(out / "metrics.json", metrics), _write_json(out / "run.json", run_info), *figures]
+        return [*results, write_sidecar(sidecar_path(out), provenance)]
 
-    run_id, files = _log_to_mlflow(run_params, benchmark, metrics, run_info, write_results, data_md5)
-    return EvaluateResult(benchmark, metrics, out, files, run_id, time.perf_counter() - started)
+    run_id, files = _log_to_mlflow(run_params, benchmark, metrics, speed, run_info, provenance, write_results, data_md5)
+    return EvaluateResult(benchmark, metrics, out, files, run_id, time.perf_counter() - started, speed)
 
 
 def _write_ranked_list(path: Path, data: Any, result: Any, benchmark: str) -> Path:
@@ -224,17 +253,72 @@ def _write_routing(out: Path, data: Any, result: Any, benchmark: str, trained: P
     return [_write_json(out / "routing.json", summary), write_routing_plot(out / "routing.png", summary, title)]
 
 
+def _diagnostics(
+    params: Params,
+    run_params: Params,
+    data: Any,
+    result: Any,
+    benchmark: str,
+    model: torch.nn.Module,
+    trained: Params,
+    afe_meter: Any,
+    progress: bool,
+) -> dict[str, Any]:
+    """The method diagnostics (`sanet.diagnostics.compute_diagnostics`), labels from `params.masks.out_dir`."""
+    from sanet.diagnostics import compute_diagnostics
+    from sanet.masks.store import MaskStore
+    from sanet.parts import NUM_PARTS
+
+    return compute_diagnostics(
+        result,
+        data.query,
+        data.gallery,
+        MaskStore(params.masks.out_dir, params.data.root),
+        run_params.evaluation,
+        branches=tuple(getattr(model, "parts", range(NUM_PARTS))),
+        partial=benchmark in PARTIAL_BENCHMARKS,
+        variant=trained.model.variant,
+        afe=afe_meter,
+        progress=progress,
+    )
+
+
+def _headline_diagnostics(diagnostics: dict[str, Any]) -> dict[str, float]:
+    """The flat diagnostic numbers for metrics.json, floats rounded to 6 digits."""
+    from sanet.diagnostics import headline_metrics
+
+    return {
+        key: value if isinstance(value, int) else round(float(value), 6)
+        for key, value in headline_metrics(diagnostics).items()
+    }
+
+
+def _write_diagnostics(out: Path, diagnostics: dict[str, Any], benchmark: str) -> list[Path]:
+    """diagnostics.json (full detail) and diagnostics.png (one figure of it)."""
+    from sanet.diagnostics import write_diagnostics_figure
+
+    title = f"{benchmark}: method diagnostics ({diagnostics['variant']}, {diagnostics['num_query']} queries, "
+    title += f"{diagnostics['num_gallery']} gallery)"
+    return [
+        _write_json(out / "diagnostics.json", diagnostics),
+        write_diagnostics_figure(out / "diagnostics.png", diagnostics, title),
+    ]
+
+
 def _log_to_mlflow(
     params: Params,
     benchmark: str,
     metrics: dict[str, float],
+    speed: float,
     run_info: dict[str, Any],
+    provenance: dict[str, Any],
     write_results: Callable[[str | None], list[Path]],
     data_md5: str,
 ) -> tuple[str, list[Path]]:
-    """One MLflow run for this evaluation: params, `<benchmark>/...` metrics, tags, and the files as artifacts.
+    """One MLflow run for this evaluation: params, `<benchmark>/...` metrics (and the extraction speed), tags, and
+    the files as artifacts.
 
-    The result files are written inside the run (`write_results(run_id)`), so run.json names it, and a failure
+    The result files are written inside the run (`write_results(run_id)`), so the sidecar names it, and a failure
     while writing them marks the run FAILED.
     """
     import mlflow
@@ -247,15 +331,19 @@ def _log_to_mlflow(
         stage="evaluate",
         extra={
             "benchmark": benchmark,
-            "pipeline_run": run_info["pipeline_run"],
+            "pipeline_run": provenance["pipeline_run"],
             "model_md5": run_info["model_md5"],
             "synthetic": str(run_info["synthetic"]).lower(),
-            **({"train_run_id": run_info["train_run_id"]} if run_info["train_run_id"] else {}),
+            "threads": str(provenance["threads"]),
+            **({"train_run_id": provenance["train_run_id"]} if provenance["train_run_id"] else {}),
         },
     )
     run_name = f"evaluate {benchmark} · {model_label(params)} ({params.profile})"
     with start_run(params, stage="evaluate", run_name=run_name, tags=tags) as run:
-        mlflow.log_metrics({f"{benchmark}/{key}": float(value) for key, value in metrics.items()})
+        logged = {f"{benchmark}/{key}": float(value) for key, value in metrics.items()}
+        if np.isfinite(speed):
+            logged[f"{benchmark}/images_per_second"] = float(speed)
+        mlflow.log_metrics(logged)
         files = write_results(run.info.run_id)
         for path in files:
             mlflow.log_artifact(str(path), artifact_path=f"evaluate/{benchmark}")

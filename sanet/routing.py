@@ -20,7 +20,7 @@ import torch
 from sanet.atomic import atomic_write
 from sanet.model.afe import NOT_REACHED, SCALES
 
-__all__ = ["image_routes", "routing_summary", "write_routing_plot"]
+__all__ = ["image_routes", "route_statistics", "routing_summary", "write_routing_plot"]
 
 _TOP_ROUTES = 8
 
@@ -72,11 +72,48 @@ def routing_summary(routing: torch.Tensor, groups: Mapping[str, np.ndarray]) -> 
     return summary
 
 
+def route_statistics(routing: torch.Tensor, groups: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """Per group (name -> boolean mask over the images) and over all images (`all`): how varied the routes are.
+
+    Each entry has `images`, `distinct_routes` (how many different whole routes the group's images take),
+    `top_route` (the most frequent, ties by name) and `top_route_share` (its fraction of the group's images). An
+    adaptive AFE whose every image takes one route (distinct 1, share 1.0) does not adapt at all; the paper's Figure
+    4a expects partial and holistic images to differ. Empty groups are left out.
+    """
+    routes = [_route_name(r) for r in image_routes(routing)]
+    masks = {"all": np.ones(len(routes), dtype=bool), **{k: np.asarray(v, dtype=bool) for k, v in groups.items()}}
+    stats: dict[str, dict[str, Any]] = {}
+    for name, mask in masks.items():
+        counts = Counter(route for route, keep in zip(routes, mask, strict=True) if keep)
+        count = int(mask.sum())
+        if count == 0:
+            continue
+        top, top_count = min(counts.items(), key=lambda item: (-item[1], item[0]))
+        stats[name] = {
+            "images": count,
+            "distinct_routes": len(counts),
+            "top_route": top,
+            "top_route_share": round(top_count / count, 6),
+        }
+    return stats
+
+
 def write_routing_plot(path: str | Path, summary: Mapping[str, Any], title: str) -> Path:
-    """Two panels: mean stride per step of the chain for each group; the most frequent routes per group."""
+    """Two panels: mean stride per step of the chain for each group; the most frequent routes per group.
+
+    Drawn in matplotlib's default style whatever the user's matplotlibrc, without a version in the PNG's metadata:
+    the same summary gives the same bytes (the PNG is part of a DVC output)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.style
+
+    with matplotlib.style.context("default"):
+        data = _routing_png(summary, title)
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def _routing_png(summary: Mapping[str, Any], title: str) -> bytes:
     import matplotlib.pyplot as plt
 
     groups = summary["groups"]
@@ -109,4 +146,4 @@ def write_routing_plot(path: str | Path, summary: Mapping[str, Any], title: str)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
     plt.close(figure)
-    return atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
+    return buffer.getvalue()

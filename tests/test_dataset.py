@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from sanet.config import AugmentParams, ColorJitterParams, RandomErasingParams
+from sanet.config import AugmentParams, ColorJitterParams, PartialViewParams, RandomErasingParams
 from sanet.data.benchmarks import CorruptImageError, ImageRecord
 from sanet.data.dataset import ImageDataset, TrainDataset
 from sanet.data.sampler import IdentityBatchSampler
@@ -31,9 +31,14 @@ EVERYTHING = AugmentParams(
     pad=4,
     color_jitter=ColorJitterParams(p=0.5, hue=0.05),
     random_erasing=RandomErasingParams(p=0.5),
+    partial=PartialViewParams(crop=0.5, occlude=0.3),
 )
 NOTHING = AugmentParams(
-    flip=0.0, pad=0, color_jitter=ColorJitterParams(p=0.0), random_erasing=RandomErasingParams(p=0.0)
+    flip=0.0,
+    pad=0,
+    color_jitter=ColorJitterParams(p=0.0),
+    random_erasing=RandomErasingParams(p=0.0),
+    partial=PartialViewParams(crop=0.0, occlude=0.0),
 )
 
 

@@ -58,6 +58,8 @@ def test_evaluate_writes_metrics_curves_pictures_and_one_mlflow_run(trained, tmp
         "ranked_list.png",
         "routing.json",
         "routing.png",
+        "diagnostics.json",
+        "diagnostics.png",
     }
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics)[:6] == ["rank1", "rank3", "rank5", "rank10", "mAP", "mINP"]
@@ -65,6 +67,7 @@ def test_evaluate_writes_metrics_curves_pictures_and_one_mlflow_run(trained, tmp
 
     # the same numbers as evaluating the loaded model directly
     model, trained_params, meta = load_model_file(model_file)
+    assert not {"train_run_id", "pipeline_run"} & set(meta)  # the model file names no run: a DVC output
     direct = evaluate_benchmark(
         model, build_benchmark("partial_ilids_p", params.data.root), trained_params, torch.device("cpu")
     )
@@ -76,11 +79,17 @@ def test_evaluate_writes_metrics_curves_pictures_and_one_mlflow_run(trained, tmp
 
     info = json.loads((out / "run.json").read_text())
     assert info["synthetic"] is True and info["variant"] == "sanet" and info["afe_layers"] == 2
-    assert info["pipeline_run"] == meta["pipeline_run"]  # grouped with the training that made the model
-    assert info["mlflow_run_id"] == result.run_id
+    assert not {"pipeline_run", "mlflow_run_id", "git_sha", "evaluated_at"} & set(info)  # the folder: a DVC output
+    assert "images_per_second" not in metrics
+    training = json.loads((model_file.parent / "provenance.json").read_text())
+    provenance = json.loads((tmp_path / "eval.provenance.json").read_text())  # the sidecar beside the folder
+    assert provenance["pipeline_run"] == training["pipeline_run"]  # grouped with the training that made the model
+    assert provenance["mlflow_run_id"] == result.run_id and provenance["train_run_id"] == training["train_run_id"]
 
     routing = json.loads((out / "routing.json").read_text())
     assert routing["adaptive"] is True and routing["layers"] == 2
+    diagnostics = json.loads((out / "diagnostics.json").read_text())  # the tiny data has masks for Market-1501 only
+    assert diagnostics["visibility"]["available"] is False and "sanet masks" in diagnostics["visibility"]["note"]
     assert set(routing["groups"]) == {"partial (query)", "holistic (gallery)"}
     for group in routing["groups"].values():
         assert sum(group["routes"].values()) == pytest.approx(1.0, abs=1e-3)
@@ -88,7 +97,8 @@ def test_evaluate_writes_metrics_curves_pictures_and_one_mlflow_run(trained, tmp
     run = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'eval.db'}").get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["stage"] == "evaluate" and run.data.tags["benchmark"] == "partial_ilids_p"
-    assert run.data.tags["pipeline_run"] == meta["pipeline_run"]
+    assert run.data.tags["pipeline_run"] == training["pipeline_run"]
+    assert run.data.metrics["partial_ilids_p/images_per_second"] > 0  # the speed: MLflow and the sidecar only
     assert run.data.metrics["partial_ilids_p/mAP"] == pytest.approx(metrics["mAP"])
     assert run.data.params["afe_layers"] == "2"  # the model's own settings, flat (DESIGN section 6)
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'eval.db'}")

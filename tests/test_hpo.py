@@ -306,29 +306,30 @@ def test_a_two_trial_study_reports_its_best_and_nests_its_trials(
 
     report = json.loads((store / "reports" / f"{space}.json").read_text())
     assert summary is not None and summary.json_path == store / "reports" / f"{space}.json"
-    assert list(report) == [
+    assert list(report) == [  # no storage URL, no run ids: a DVC output (they are in the sidecar)
         "study",
-        "storage",
         "space",
         "direction",
         "metric",
         "best",
         "trials",
         "importances",
+        "importances_note",
         "history",
-        "parent_run_id",
     ]
     best = max(study.trials, key=lambda t: t.value)
     assert report["study"] == name and report["space"] == space and report["direction"] == "maximize"
-    assert report["metric"] == "mAP on 2 held-out identities of market1501"
+    assert report["metric"] == "mean of holistic and partial mAP on 2 held-out identities of market1501"
     assert report["best"]["value"] == best.value == summary.best_value
     assert report["best"]["params"] == best.params and report["best"]["trial"] == best.number
     assert report["best"]["dotted"] == {DOTTED[k]: v for k, v in best.params.items()}
     assert report["trials"] == {"complete": 2, "pruned": 0, "fail": 0, "running": 0, "waiting": 0}
-    assert set(report["importances"]) == set(space_params(space))
-    assert sum(report["importances"].values()) == pytest.approx(1.0, abs=1e-3) or not any(
-        report["importances"].values()
-    )
+    # importances when the two trials scored differently; a tie gives none and says so (never a silent {})
+    if len({t.value for t in study.trials}) == 2:
+        assert set(report["importances"]) == set(space_params(space)) and report["importances_note"] is None
+        assert sum(report["importances"].values()) == pytest.approx(1.0, abs=1e-3)
+    else:
+        assert report["importances"] == {} and "tie" in report["importances_note"]
     assert [(h["number"], h["state"], h["value"]) for h in report["history"]] == [
         (t.number, "COMPLETE", t.value) for t in study.trials
     ]
@@ -338,7 +339,8 @@ def test_a_two_trial_study_reports_its_best_and_nests_its_trials(
 
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     (parent,) = _runs(client, "sanet-hpo", "hpo")
-    assert parent.info.run_id == report["parent_run_id"] == study.user_attrs["mlflow_parent_run_id"]
+    provenance = json.loads((store / "reports" / f"{space}.provenance.json").read_text())
+    assert parent.info.run_id == provenance["parent_run_id"] == study.user_attrs["mlflow_parent_run_id"]
     assert parent.info.status == "FINISHED" and parent.info.run_name == f"study {name}"
     assert parent.data.tags["hpo_space"] == space and parent.data.tags["optuna_study"] == name
     assert parent.data.metrics["best_value"] == best.value
@@ -349,7 +351,7 @@ def test_a_two_trial_study_reports_its_best_and_nests_its_trials(
     trials = _runs(client, "sanet-hpo", "hpo_trial")
     assert len(trials) == 2
     assert {r.info.run_id for r in trials} == {t.user_attrs["mlflow_run_id"] for t in study.trials}
-    assert report["best"]["mlflow_run_id"] == best.user_attrs["mlflow_run_id"]
+    assert provenance["best_run_id"] == best.user_attrs["mlflow_run_id"] and "mlflow_run_id" not in report["best"]
     for run in trials:
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.data.tags["optuna_state"] == "COMPLETE" and run.info.status == "FINISHED"
@@ -361,6 +363,54 @@ def test_a_two_trial_study_reports_its_best_and_nests_its_trials(
     assert len(validations) == 4  # two epochs of two trials
     assert all("(held-out 2 ids)" in line and "(2 queries," in line for line in validations)
     assert not list((store / "trials").rglob("*.pt"))  # the trials' checkpoints were deleted
+
+
+def _study_of(space: str, *trials: tuple[dict, float]) -> optuna.Study:
+    """An in-memory study of `space` holding COMPLETE trials (params, value)."""
+    distributions = {
+        "afe_layers": optuna.distributions.IntDistribution(1, 8),
+        "afe_kernel": optuna.distributions.CategoricalDistribution([1, 3, 5, 7]),
+        "triplet_weight": optuna.distributions.FloatDistribution(0.01, 1.0, log=True),
+    }
+    study = optuna.create_study(direction="maximize")
+    for values, value in trials:
+        used = {name: distributions[name] for name in values}
+        study.add_trial(optuna.trial.create_trial(params=values, distributions=used, value=value))
+    return study
+
+
+JOINT_A = {"afe_layers": 1, "afe_kernel": 3, "triplet_weight": 0.1}
+JOINT_B = {"afe_layers": 2, "afe_kernel": 5, "triplet_weight": 0.3}
+
+
+@pytest.mark.parametrize(
+    ("space", "trials", "note"),
+    [
+        ("joint", [(JOINT_A, 0.5), (JOINT_B, 0.5)], "the 2 complete trials tie (all scored 0.5)"),
+        ("triplet_weight", [({"triplet_weight": 0.1}, 0.5), ({"triplet_weight": 0.3}, 0.5)], "tie"),
+        ("joint", [(JOINT_A, 0.5), (JOINT_A, 0.4)], "all ran the same parameters"),
+        ("afe_layers", [({"afe_layers": 1}, 0.5)], "1 complete trial(s): importances need at least 2"),
+    ],
+)
+def test_importances_of_ties_or_too_few_trials_are_none_with_a_note_saying_why(
+    space: str, trials: list[tuple[dict, float]], note: str
+) -> None:
+    from sanet.hpo.summary import _importances
+
+    importances, why = _importances(_study_of(space, *trials), space, len(trials), seed=0)
+    assert importances == {} and why is not None and note in why
+
+
+@pytest.mark.parametrize("space", ["joint", "triplet_weight"])
+def test_importances_of_different_scores_cover_the_space_and_sum_to_one(space: str) -> None:
+    from sanet.hpo.summary import _importances
+
+    names = space_params(space)
+    trials = [({k: v for k, v in JOINT_A.items() if k in names}, 0.5), ({k: JOINT_B[k] for k in names}, 0.4)]
+    importances, why = _importances(_study_of(space, *trials), space, 2, seed=0)
+    assert why is None and set(importances) == set(names)
+    assert sum(importances.values()) == pytest.approx(1.0, abs=1e-3)
+    assert _importances(_study_of(space, *trials), space, 2, seed=0)[0] == importances  # seeded: deterministic
 
 
 def test_a_trial_below_the_median_is_pruned_and_its_run_killed(tiny_data, store: Path) -> None:  # noqa: F811

@@ -141,8 +141,11 @@ def test_the_report_and_registry_record_are_the_pipelines_results(local_run: dic
     client, prefix = local_run["client"], local_run["prefix"]
     report = client.get_object(Bucket=BUCKET, Key=f"{prefix}/reports/benchmark.md")["Body"].read().decode()
     record = json.loads(client.get_object(Bucket=BUCKET, Key=f"{prefix}/reports/registry.json")["Body"].read())
+    sidecar = f"{prefix}/reports/registry.provenance.json"
+    provenance = json.loads(client.get_object(Bucket=BUCKET, Key=sidecar)["Body"].read())
     assert "Partial-REID" in report
-    assert record["version"] == 1 and record["decision"]["kind"] == "first"
+    assert record["decision"]["kind"] == "first" and "version" not in record  # the version: MLflow's bookkeeping
+    assert provenance["version"] == 1 and provenance["model_md5"] == record["model_md5"]
     for name in BENCHMARKS:
         metrics = json.loads(client.get_object(Bucket=BUCKET, Key=f"{prefix}/eval/{name}/metrics.json")["Body"].read())
         assert record["benchmarks"][name]["metrics"]["mAP"] == pytest.approx(metrics["mAP"])

@@ -164,7 +164,6 @@ def write_evaluations(
             "mINP": round(mAP / 2, 6),
             "num_query": 12,
             "num_gallery": 40,
-            "images_per_second": 100.0,
         }
         run = {
             "benchmark": benchmark,
@@ -173,7 +172,6 @@ def write_evaluations(
             "profile": "demo",
             "data_md5": f"{benchmark}-{test_md5}",
             "model_md5": md5,
-            "git_sha": "unknown",
         }
         (folder / "metrics.json").write_text(json.dumps(metrics))
         (folder / "run.json").write_text(json.dumps(run))
@@ -203,7 +201,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @dataclass
 class Step:
-    """What one registration step left: its result, the new version's tags, the aliases, registry.json."""
+    """What one registration step left: its result, the new version's tags, the aliases, registry.json and its
+    sidecar (the version, aliases and runs: registry.json is a DVC output and holds none of them)."""
 
     result: Any
     tags: dict[str, str]
@@ -211,6 +210,7 @@ class Step:
     aliases: dict[str, str]
     record: dict[str, Any]
     text: str
+    provenance: dict[str, Any]
 
 
 @dataclass
@@ -241,8 +241,10 @@ def history(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[H
         try:
             tags = run_tags(params, TRAIN_DATA_MD5, stage="train", extra={"pipeline_run": PIPELINE_RUN})
             with start_run(params, stage="train", run_name="train (registry test)", tags=tags) as run:
-                meta = {"train_run_id": run.info.run_id, "pipeline_run": PIPELINE_RUN}
+                meta = {"data_md5": TRAIN_DATA_MD5}  # what the weights are; the run is in the sidecar, as train does
                 path = save_model_file(root / "model.pt", _network(params), params, num_classes=7, meta=meta)
+                sidecar = {"model_md5": model_md5(path), "train_run_id": run.info.run_id, "pipeline_run": PIPELINE_RUN}
+                (root / "provenance.json").write_text(json.dumps(sidecar))
                 log_feature_model(path, params)
         finally:
             mlflow.set_tracking_uri(None)  # start_run leaves MLflow's process-wide URI set
@@ -255,7 +257,10 @@ def history(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[H
             version = client.get_model_version("sanet", str(result.version))
             aliases = client.get_registered_model("sanet").aliases
             text = out.read_text()
-            steps[name] = Step(result, dict(version.tags), version.run_id, dict(aliases), json.loads(text), text)
+            provenance = json.loads((out.parent / "registry.provenance.json").read_text())
+            steps[name] = Step(
+                result, dict(version.tags), version.run_id, dict(aliases), json.loads(text), text, provenance
+            )
         promotion = promote(params, 3, REASON)
         after = _uris()
         promoted_tags = dict(client.get_model_version("sanet", "3").tags)
@@ -279,20 +284,25 @@ def test_the_first_version_becomes_champion_with_its_results_as_tags(history: Hi
     assert (tags["gate"], tags["gate_champion_version"], tags["gate_tolerance_mAP"]) == ("first", "", "0.01")
     record = step.record
     assert step.text == json.dumps(record, indent=2, sort_keys=True) + "\n"  # sorted keys, indent 2
-    assert (record["model_name"], record["version"], record["source"]) == ("sanet", 1, "train_run")
-    assert record["source_uri"].startswith("models:/m-")
-    train = history.train_run_id
-    assert record["run_ids"] == {"register": result.run_id, "train": train, "model_source": train}
-    assert record["aliases"] == {"candidate": 1, "champion": 1}
-    assert record["decision"]["kind"] == "first" and record["decision"]["champion_version"] is None
+    assert sorted(record) == ["benchmarks", "data_md5", "decision", "model_md5", "model_name"]  # nothing run-dependent
+    assert (record["model_name"], record["data_md5"]) == ("sanet", TRAIN_DATA_MD5)
+    assert record["model_md5"] == tags["model_md5"]
+    assert record["decision"]["kind"] == "first" and record["decision"]["champion_model_md5"] is None
     assert record["benchmarks"]["market1501"]["metrics"]["mAP"] == 0.60
+    provenance = step.provenance  # MLflow's bookkeeping and the runs: the sidecar
+    assert (provenance["model_name"], provenance["version"], provenance["source"]) == ("sanet", 1, "train_run")
+    assert provenance["source_uri"].startswith("models:/m-") and provenance["model_md5"] == record["model_md5"]
+    train = history.train_run_id
+    assert provenance["run_ids"] == {"register": result.run_id, "train": train, "model_source": train}
+    assert provenance["aliases"] == {"candidate": 1, "champion": 1} and provenance["champion_version"] is None
+    assert provenance["pipeline_run"] == PIPELINE_RUN and provenance["git_sha"]
 
     run = mlflow.MlflowClient(server).get_run(result.run_id)
     assert run.data.tags["stage"] == "register" and run.data.tags["pipeline_run"] == PIPELINE_RUN
     assert run.data.tags["mlflow.runName"] == f"register sanet ({history.params.profile})"
     assert run.data.metrics["gate/passed"] == 1.0 and run.data.metrics["market1501/rank1"] == 0.80
     artifacts = [a.path for a in mlflow.MlflowClient(server).list_artifacts(result.run_id)]
-    assert "registry.json" in artifacts
+    assert {"registry.json", "registry.provenance.json"} <= set(artifacts)
 
 
 def test_a_version_within_the_tolerance_takes_the_champion_alias(history: History) -> None:
@@ -325,14 +335,16 @@ def test_a_regressing_version_stays_candidate_and_the_failure_is_recorded(histor
     assert "partial_reid mAP dropped 3.0 points (40.0% -> 37.0%)" in step.tags["gate_reason"]
     assert float(step.tags["gate/partial_reid/mAP_delta"]) == -0.03
     decision = step.record["decision"]
-    assert decision["kind"] == "failed" and decision["passed"] is False and decision["champion_version"] == 2
+    assert decision["kind"] == "failed" and decision["passed"] is False
+    assert decision["champion_model_md5"] == step.tags["model_md5"]  # the champion, by its model (not its version)
+    assert step.provenance["champion_version"] == 2
     assert decision["reason"] == step.tags["gate_reason"]
     assert decision["tolerance"] == {"mAP": 0.01, "rank1": 0.01}
     bad = [c for c in decision["comparisons"] if not c["ok"]]
     assert [(c["benchmark"], c["metric"], c["candidate"], c["champion"], c["delta"]) for c in bad] == [
         ("partial_reid", "mAP", 0.37, 0.40, -0.03)
     ]
-    assert step.record["aliases"] == {"candidate": 3, "champion": 2}
+    assert step.provenance["aliases"] == {"candidate": 3, "champion": 2}
     assert "gate failed: champion stays v2, v3 is the candidate" in result.summary()
 
 
@@ -428,9 +440,28 @@ def test_without_a_logged_model_the_register_run_logs_it(
     assert version.tags["source"] == "register_run" and version.tags["data_md5"] == ""
     logged = client.get_logged_model(version.source.removeprefix("models:/"))
     assert logged.source_run_id == result.run_id
-    record = json.loads(result.path.read_text())
-    assert record["source"] == "register_run" and record["run_ids"]["train"] is None
+    provenance = json.loads((result.path.parent / "registry.provenance.json").read_text())
+    assert provenance["source"] == "register_run" and provenance["run_ids"]["train"] is None
     assert "sanet v1 registered from a model logged by this run; gate first" in result.summary()
+
+
+def test_without_a_sidecar_the_training_run_is_found_by_the_model_md5(
+    sqlite_params: Params, model_file: Path, tmp_path: Path
+) -> None:
+    """Only model.pt travels (a Kubeflow step; the file names no run: it is a DVC output): its md5 tag finds the run."""
+    md5 = model_md5(model_file)
+    tags = run_tags(sqlite_params, TRAIN_DATA_MD5, stage="train", extra={"model_md5": md5})
+    try:
+        with start_run(sqlite_params, stage="train", run_name="train (no sidecar)", tags=tags) as run:
+            pass
+    finally:
+        mlflow.set_tracking_uri(None)  # start_run leaves MLflow's process-wide URI set
+    assert not (model_file.parent / "provenance.json").exists()
+    eval_dir = write_evaluations(tmp_path / "eval", md5, FIRST)
+    result = register(sqlite_params, model_file, eval_dir, tmp_path / "registry.json")
+    provenance = json.loads((tmp_path / "registry.provenance.json").read_text())
+    assert provenance["run_ids"]["train"] == run.info.run_id and provenance["source"] == "register_run"
+    assert json.loads(result.path.read_text())["data_md5"] == TRAIN_DATA_MD5  # the training run's tag
 
 
 def test_an_evaluation_of_another_model_file_is_refused(

@@ -57,7 +57,7 @@ def _write_eval(
 ) -> None:
     folder = eval_dir / name
     folder.mkdir(parents=True)
-    metrics = {**values, "mINP": values["mAP"] / 2, "num_query": 10, "num_gallery": 20, "images_per_second": 100.0}
+    metrics = {**values, "mINP": values["mAP"] / 2, "num_query": 10, "num_gallery": 20}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     run = {
         "benchmark": name,
@@ -72,12 +72,11 @@ def _write_eval(
         "data_md5": DATA_MD5.get(name, name[:1] * 32),
         "model_file": "outputs/train/model.pt",
         "model_md5": "a" * 32,
-        "git_sha": "0" * 40,
-        "mlflow_run_id": None,
-        "pipeline_run": pipeline_run,
-        "evaluated_at": "2026-11-25T10:00:00+00:00",
     }
     (folder / "run.json").write_text(json.dumps(run))
+    # the run-dependent facts: the sidecar beside the folder (sanet.provenance), as `sanet evaluate` writes it
+    provenance = {"model_md5": "a" * 32, "mlflow_run_id": f"eval-{name}", "pipeline_run": pipeline_run}
+    (eval_dir / f"{name}.provenance.json").write_text(json.dumps(provenance))
     curve = [values["rank1"], values["rank3"], values["rank3"], values["rank5"], values["rank5"], values["rank10"]]
     (folder / "cmc.csv").write_text("rank,cmc\n" + "".join(f"{i},{v}\n" for i, v in enumerate(curve, 1)))
 
@@ -89,17 +88,15 @@ def _write_training(train_dir: Path) -> None:
         "variant": "sanet",
         "epochs": 3,
         "steps": 30,
-        "images_per_second": 28.1,
-        "train_seconds": 12.0,
         "final": {"rank1": 0.5, "mAP": 0.25, "mINP": 0.1},
         "untrained": {"rank1": 0.05, "mAP": 0.02, "mINP": 0.01},
     }
     (train_dir / "metrics.json").write_text(json.dumps(summary))
     (train_dir / "history.csv").write_text(
-        "epoch,step,lr,loss,id,triplet,focal,images_per_second,temperature,rank1,mAP\n"
-        "1,10,0.02,5.0,4.0,0.3,0.7,30,1.0,,\n"
-        "2,20,0.01,3.0,2.5,0.2,0.3,30,1.0,0.3,0.15\n"
-        "3,30,0.001,2.0,1.6,0.1,0.3,30,1.0,0.5,0.25\n"
+        "epoch,step,lr,loss,id,triplet,focal,temperature,rank1,mAP\n"
+        "1,10,0.02,5.0,4.0,0.3,0.7,1.0,,\n"
+        "2,20,0.01,3.0,2.5,0.2,0.3,1.0,0.3,0.15\n"
+        "3,30,0.001,2.0,1.6,0.1,0.3,1.0,0.5,0.25\n"
     )
 
 
@@ -305,18 +302,20 @@ def test_ablation_tables_come_from_matching_mlflow_runs(workdir: Path) -> None:
         "-20.7",
         "-12.4",
         "-32.2",
-        f"`{hpnet}`",
     ]
-    assert table3["+ Global Branch"][2] == "30.0" and table3["+ Global Branch"][-1] == f"`{glob}`"
+    assert table3["+ Global Branch"][2] == "30.0"
     assert table3["+ Fixed FE"][2:6] == ["not run (make ablations)", "–", "–", "–"]
     assert table3["SANet"][2] == "not run (make ablations)"
     layers = _rows(_section(markdown, "### Table 4: AFE layers"))
-    assert layers["3 layers"] == ["40.0", "40.0", "74.8", "76.8", "-34.8", "-36.8", f"`{layers3}`"]
+    assert layers["3 layers"] == ["40.0", "40.0", "74.8", "76.8", "-34.8", "-36.8"]
     assert layers["7 layers"][0] == "not run (make ablations)"
     kernels = _rows(_section(markdown, "### Table 4: cell operation"))
-    assert kernels["Conv1×1"] == ["45.0", "40.0", "73.1", "75.9", "-28.1", "-35.9", f"`{kernel1}`"]
+    assert kernels["Conv1×1"] == ["45.0", "40.0", "73.1", "75.9", "-28.1", "-35.9"]
     assert kernels["Conv3×3"][0] == "not run (make ablations)"
-    assert not [run_id for run_id in ignored if run_id in markdown]
+    # the runs shown are named in the sidecar, not in the report (a DVC output: run ids differ in every clone)
+    assert not [run_id for run_id in (hpnet, glob, layers3, kernel1, *ignored) if run_id in markdown]
+    shown = json.loads((workdir / "reports" / "benchmark.provenance.json").read_text())["ablation_run_ids"]
+    assert sorted(shown.values()) == sorted([hpnet, glob, layers3, kernel1])
 
 
 def test_ablation_search_failure_still_writes_the_report(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -347,6 +346,10 @@ def test_two_runs_give_identical_files_and_an_mlflow_run(workdir: Path) -> None:
     assert {p: p.read_bytes() for p in [second.path, second.table_path, *second.figures]} == before
 
     markdown = first.path.read_text()
+    assert "pipe-123" not in markdown and first.mlflow_run_id not in markdown and "eval-" not in markdown
+    sidecar = json.loads((workdir / "reports" / "benchmark.provenance.json").read_text())
+    assert sidecar["mlflow_run_id"] == second.mlflow_run_id and sidecar["pipeline_run"] == "pipe-123"
+    assert sidecar["evaluation_run_ids"]["partial_reid"] == "eval-partial_reid"
     training = _rows(_section(markdown, "## Training"))
     assert training["Untrained"][:1] == ["5.0"] and training["Trained"][:1] == ["50.0"]
     assert "![Training curves](figures/training.png)" in markdown
@@ -359,7 +362,7 @@ def test_two_runs_give_identical_files_and_an_mlflow_run(workdir: Path) -> None:
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "report (demo)"
-    assert run.data.tags["pipeline_run"] == "pipe-123"
+    assert run.data.tags["pipeline_run"] == "pipe-123"  # the evaluations' (their sidecars name it)
     assert run.data.tags["data_md5"] == "m" * 32  # the training benchmark's run.json
     assert run.data.metrics["partial_reid/rank1"] == pytest.approx(0.9012)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "report")}

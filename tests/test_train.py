@@ -90,11 +90,13 @@ def test_training_writes_its_outputs_and_one_complete_mlflow_run(tiny_data, tmp_
     out = tmp_path / "out"
     assert result.model_file == out / MODEL_FILE and (out / MODEL_FILE).is_file()
     history = (out / "history.csv").read_text().splitlines()
-    assert history[0].startswith("epoch,step,lr,loss,id,triplet,focal,images_per_second,temperature")
+    assert history[0].startswith("epoch,step,lr,loss,id,triplet,focal,temperature")  # no speed: a DVC output
     assert len(history) == 3  # header + one row per epoch
     summary = json.loads((out / "metrics.json").read_text())
     assert set(summary["final"]) == {"rank1", "rank3", "rank5", "rank10", "mAP", "mINP"}
     assert summary["untrained"] is not None and summary["steps"] == result.global_step
+    provenance = json.loads((out / "provenance.json").read_text())  # the run-dependent facts, beside the outputs
+    assert provenance["train_run_id"] == result.run_id and provenance["images_per_second"] > 0
     state = load_checkpoint(out / CHECKPOINT_FILE, expect=STATE_FORMAT)
     assert state["epoch"] == 2 and state["step"] == 0 and state["global_step"] == result.global_step
 
@@ -107,6 +109,7 @@ def test_training_writes_its_outputs_and_one_complete_mlflow_run(tiny_data, tmp_
     assert run.data.params["lr"] == "0.02" and run.data.params["variant"] == "sanet"
     assert {"git_sha", "data_md5", "variant"} <= set(run.data.tags) and run.data.tags["variant"] == "sanet"
     assert len(run.data.tags["data_md5"]) == 32
+    assert run.data.tags["model_md5"] == provenance["model_md5"]  # how `sanet register` finds this run
     losses = client.get_metric_history(run.info.run_id, "train/total")
     assert [m.step for m in losses] == list(range(2, result.global_step + 1, 2))
     temperatures = [m.value for m in client.get_metric_history(run.info.run_id, "train/temperature")]

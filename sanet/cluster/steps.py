@@ -419,6 +419,7 @@ def register_step(
     pipeline_run: str = "",
 ) -> RegisterStep:
     """Register the evaluated model (the `register` stage); registry.json goes to `<work_uri>/reports/`."""
+    from sanet.provenance import sidecar_path
     from sanet.registry import register
 
     with step_scratch() as scratch, pipeline_run_tag(pipeline_run):
@@ -428,6 +429,7 @@ def register_step(
         result = register(params, model_file=model_file, eval_dir=eval_dir, out=out)
         record_uri = join_uri(work_uri, "reports")
         upload(out, record_uri)
+        upload(sidecar_path(out), record_uri)  # the version, aliases and runs (registry.json has none of them)
         return RegisterStep(
             version=result.version,
             kind=result.decision.kind,

@@ -83,13 +83,13 @@ class SummaryStep:
     summary_json: str
 
     def metrics(self) -> dict[str, float]:
-        """The best validation mAP and the trials by state."""
+        """The best validation score (held-out holistic and partial mAP) and the trials by state."""
         return {"best_value": self.best_value} | {f"trials/{k}": float(v) for k, v in self.counts.items()}
 
     def markdown(self) -> str:
         """The best settings and the study's summary JSON."""
         best = ", ".join(self.best_overrides)
-        head = f"# {self.name}\n\nBest: {best} (validation mAP {100 * self.best_value:.1f}%)"
+        head = f"# {self.name}\n\nBest: {best} (validation score {100 * self.best_value:.1f}%)"
         return f"{head}\n\n```json\n{self.summary_json}\n```\n"
 
 

@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from sanet.data.benchmarks import BENCHMARKS, ImageRecord
+from sanet.data.partial import RowSpan, crop_rows
 from sanet.data.transforms import TestTransform, TrainTransform, decode_image
 from sanet.masks.errors import MasksError
 from sanet.masks.store import MaskStore
@@ -127,15 +128,30 @@ class TrainDataset(Dataset[dict[str, Tensor]]):
 
 
 class ImageDataset(Dataset[dict[str, Tensor]]):
-    """Test images for feature extraction: ``images`` float32 (3, H, W), ``pids``, ``camids``, ``indices``."""
+    """Test images for feature extraction: ``images`` float32 (3, H, W), ``pids``, ``camids``, ``indices``.
 
-    def __init__(self, records: Sequence[ImageRecord], transform: TestTransform) -> None:
+    ``spans``, when given, holds per record None or a :class:`sanet.data.partial.RowSpan`: the rows of the decoded
+    image that the transform sees (an in-memory partial view, stretched to the input size like any test image).
+    """
+
+    def __init__(
+        self, records: Sequence[ImageRecord], transform: TestTransform, spans: Sequence[RowSpan | None] | None = None
+    ) -> None:
         self.records = list(records)
         self.transform = transform
+        self.spans = list(spans) if spans is not None else None
+        if self.spans is not None and len(self.spans) != len(self.records):
+            raise ValueError(f"{len(self.spans)} row spans for {len(self.records)} records")
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         record = self.records[index]
-        return {"images": self.transform(decode_image(record.path)), **_label(record.pid, record.camid, index)}
+        image = decode_image(record.path)
+        span = self.spans[index] if self.spans is not None else None
+        if span is not None:
+            if span.top < 0 or span.height < 1 or span.bottom > image.shape[-2]:
+                raise ValueError(f"rows {span.top}..{span.bottom} outside the {image.shape[-2]} rows of {record.path}")
+            image, _ = crop_rows(image, span)
+        return {"images": self.transform(image), **_label(record.pid, record.camid, index)}

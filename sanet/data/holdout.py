@@ -6,6 +6,15 @@ images into a small query/gallery protocol of the benchmark's own kind: one quer
 other image of the held-out identities in the gallery, and the camera rule of the evaluator (a gallery image of the
 query's identity and camera does not count). The remaining identities are the training split, relabelled `0..N-1`.
 The choice depends only on the seed, so every trial and every worker of a study scores on the same split.
+
+Besides that one-query protocol, :func:`partial_queries` turns every held-out image into a **partial query**, the kind
+of probe the method exists for: a vertical extent of it (:func:`sanet.data.partial.sample_extent`, a fraction
+``PARTIAL_EXTENT`` of its height, starting at the top row with probability ``PARTIAL_FROM_TOP``), drawn from a
+``torch.Generator`` seeded with ``(seed, image index)``. The crops live in memory only (a record and its rows: nothing
+is written under the data root) and are stretched to the input size by the test transform, as every partial
+benchmark protocol stretches its probes. They need no part masks or labels beyond the record's identity and camera.
+:mod:`sanet.engine.validation` ranks them against the holistic held-out images under the same camera rule (which also
+removes the crop's own source image from its gallery).
 """
 
 from __future__ import annotations
@@ -14,10 +23,26 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
-from sanet.data.benchmarks import ImageRecord, ReIDBenchmark
+from sanet.data.benchmarks import CorruptImageError, ImageRecord, ReIDBenchmark
 
-__all__ = ["HoldoutSplit", "holdout_split"]
+if TYPE_CHECKING:  # torch is imported where the crops are drawn, not by the split alone
+    from sanet.data.partial import RowSpan
+
+__all__ = ["PARTIAL_EXTENT", "PARTIAL_FROM_TOP", "HoldoutSplit", "PartialQuery", "holdout_split", "partial_queries"]
+
+#: Fraction of a held-out image's height a partial query keeps (Partial-REID probes are mostly upper bodies).
+PARTIAL_EXTENT = (0.35, 0.8)
+#: Probability that a partial query starts at the image's top row (elsewhere: anywhere it fits).
+PARTIAL_FROM_TOP = 0.8
+
+
+class PartialQuery(NamedTuple):
+    """A held-out image seen partially: rows ``span`` of ``record``'s image (identity and camera of the record)."""
+
+    record: ImageRecord
+    span: RowSpan
 
 
 @dataclass(frozen=True)
@@ -35,11 +60,17 @@ class HoldoutSplit:
     query: list[ImageRecord]
     gallery: list[ImageRecord]
     held_out_ids: tuple[int, ...]  # training labels of the held-out identities (before relabelling the rest)
+    seed: int = 0  # the seed of the choice, which also seeds the partial queries
 
     @property
     def num_train_pids(self) -> int:
         """Identities left for training (the classifier's size)."""
         return len({r.pid for r in self.train})
+
+    @property
+    def images(self) -> list[ImageRecord]:
+        """Every held-out image, queries then gallery (the order features are extracted in)."""
+        return [*self.query, *self.gallery]
 
 
 def holdout_split(benchmark: ReIDBenchmark, num_ids: int, seed: int) -> HoldoutSplit:
@@ -85,4 +116,35 @@ def holdout_split(benchmark: ReIDBenchmark, num_ids: int, seed: int) -> HoldoutS
         query=sorted(query),
         gallery=sorted(gallery),
         held_out_ids=tuple(held),
+        seed=seed,
     )
+
+
+def _image_rows(path: str) -> int:
+    """The height of an image file, from its header (the pixels are decoded later, by the dataset)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return int(image.size[1])
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise CorruptImageError(f"cannot read the image\n  {path}\nreason: {exc or type(exc).__name__}") from exc
+
+
+def partial_queries(split: HoldoutSplit) -> list[PartialQuery]:
+    """One partial query per held-out image, in `split.images` order (module docstring); the same in every process.
+
+    Reads the image headers (for their heights); raises CorruptImageError for an unreadable file.
+    """
+    import torch
+
+    from sanet.data.dataset import item_seed
+    from sanet.data.partial import sample_extent
+
+    low, high = PARTIAL_EXTENT
+    queries = []
+    for index, record in enumerate(split.images):
+        generator = torch.Generator().manual_seed(item_seed(split.seed, index))
+        span = sample_extent(generator, _image_rows(record.path), low, high, PARTIAL_FROM_TOP)
+        queries.append(PartialQuery(record, span))
+    return queries

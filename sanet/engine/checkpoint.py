@@ -10,7 +10,12 @@ everything in them is tensors, numbers, strings, lists, tuples and dicts.
   parameters changed) is refused with a message instead of silently mixing two experiments.
 - Trained model, `<train.out_dir>/model.pt`: the weights, the resolved parameters (so the architecture can be rebuilt
   without params.yaml) and metadata such as the number of training identities. `sanet evaluate` and the MLflow model
-  read it.
+  read it. It is a DVC output (the `train` stage's), so its bytes are a function of what the stage depends on: the
+  parameters it stores are the training's (`MODEL_FILE_SECTIONS`, the `params` of the train stage in dvc.yaml),
+  every other setting at its default (a tracking URI or a registry tolerance must not change the model file), and
+  its metadata says what the weights are, never which run made them (no run id, time or speed: those go to the
+  sidecar `provenance.json` beside it, `sanet.provenance`). `torch.save` of the same tensors and the same plain data
+  writes the same bytes (the zip records carry no time stamps).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ if TYPE_CHECKING:
     from sanet.model.sanet import SANet
 
 __all__ = [
+    "MODEL_FILE_SECTIONS",
     "MODEL_FORMAT",
     "STATE_FORMAT",
     "CheckpointError",
@@ -56,6 +62,19 @@ MODEL_FORMAT = "sanet-model/1"
 _TRAINING_SECTIONS = ("seed", "data", "input", "model", "loss", "train", "augment", "masks")
 _NOT_TRAINING = {("train", "out_dir"), ("train", "log_every"), ("train", "eval_every"), ("train", "eval_untrained")}
 _NOT_TRAINING |= {("data", "workers"), ("data", "evaluate"), ("train", "compile")}
+
+MODEL_FILE_SECTIONS: dict[str, tuple[str, ...] | None] = {
+    "profile": None,
+    "seed": None,
+    "data": ("root", "train"),
+    "input": None,
+    "model": None,
+    "loss": None,
+    "train": None,
+    "augment": None,
+    "evaluation": ("distance", "rerank"),
+}
+"""The parameters a model file stores as trained (None: the whole section), as dvc.yaml's train stage lists them."""
 
 
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
@@ -154,6 +173,18 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
+def model_file_params(params: Params) -> dict[str, Any]:
+    """The parameters a model file stores: `MODEL_FILE_SECTIONS` as in `params`, every other setting its default."""
+    current = params.model_dump(mode="json", exclude={"profiles"})
+    tree = type(params)().model_dump(mode="json", exclude={"profiles"})
+    for section, keys in MODEL_FILE_SECTIONS.items():
+        if keys is None:
+            tree[section] = current[section]
+        else:
+            tree[section] |= {key: current[section][key] for key in keys}
+    return tree
+
+
 def save_model_file(
     path: str | Path,
     model: torch.nn.Module,
@@ -166,7 +197,7 @@ def save_model_file(
     weights = {key: value.detach().cpu() for key, value in plain.state_dict().items()}
     state = {
         "format": MODEL_FORMAT,
-        "params": params.model_dump(mode="json", exclude={"profiles"}),
+        "params": model_file_params(params),
         "num_classes": int(num_classes),
         "state_dict": weights,
         "meta": dict(meta or {}),

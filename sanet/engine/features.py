@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from sanet.data.benchmarks import ImageRecord, ReIDBenchmark
 from sanet.data.dataset import ImageDataset
+from sanet.data.partial import RowSpan
 from sanet.data.transforms import TestTransform
 from sanet.metrics.evaluator import build_evaluator
 from sanet.metrics.ranking import RankingResult
@@ -60,6 +61,9 @@ class Extracted:
     camids: torch.Tensor  # (N,) int64
     routing: torch.Tensor | None = None  # (N, layers, 3) int64 for the adaptive AFE
     seconds: float = 0.0
+    # (N, 5, h, w) float32 sigmoid mask probabilities at stride 16, on the CPU (`sanet.diagnostics.masks` measures how
+    # much they vary across images: masks that barely change from image to image carry no part information)
+    mask_probs: torch.Tensor | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -77,10 +81,12 @@ def extract_features(
     amp: str = "auto",
     progress: bool = False,
     desc: str = "features",
+    spans: list[RowSpan | None] | None = None,
 ) -> Extracted:
-    """Run `model` (eval mode) over `records`; returns features, visibility, labels and the routing read-out."""
+    """Run `model` (eval mode) over `records`; returns features, visibility, labels, mask probabilities and the
+    routing read-out."""
     loader = DataLoader(
-        ImageDataset(records, TestTransform(size)),
+        ImageDataset(records, TestTransform(size), spans),  # spans: in-memory partial views (rows of each image)
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
@@ -92,7 +98,14 @@ def extract_features(
     model.eval()
     autocast = autocast_context(device, autocast_dtype(amp, device))
     channels_last = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    outputs: dict[str, list[torch.Tensor]] = {"features": [], "visibility": [], "routing": [], "pids": [], "camids": []}
+    outputs: dict[str, list[torch.Tensor]] = {
+        "features": [],
+        "visibility": [],
+        "routing": [],
+        "mask_probs": [],
+        "pids": [],
+        "camids": [],
+    }
     start = time.perf_counter()
     try:
         for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
@@ -101,6 +114,8 @@ def extract_features(
                 out = model(images)
             outputs["features"].append(out["features"].float().cpu())
             outputs["visibility"].append(out["visibility"].cpu())
+            if "masks" in out:
+                outputs["mask_probs"].append(out["masks"].float().sigmoid().cpu())
             if "routing" in out:
                 outputs["routing"].append(out["routing"].cpu())
             outputs["pids"].append(batch["pids"])
@@ -115,6 +130,7 @@ def extract_features(
         camids=torch.cat(outputs["camids"]),
         routing=torch.cat(outputs["routing"]) if outputs["routing"] else None,
         seconds=seconds,
+        mask_probs=torch.cat(outputs["mask_probs"]) if outputs["mask_probs"] else None,
     )
 
 

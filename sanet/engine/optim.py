@@ -38,13 +38,16 @@ def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
 
 
 def build_optimizer(model: nn.Module, train: TrainParams) -> torch.optim.Optimizer:
-    """SGD over the two parameter groups, each with its learning-rate factor (`train.lr_factors`)."""
+    """SGD (the paper's) or Adam (`train.optimizer`; BoT's, beta1 = `train.momentum`) over the two parameter groups,
+    each with its learning-rate factor (`train.lr_factors`)."""
     factors = train.lr_factors.model_dump()
     groups = [
         {"params": params, "name": name, "lr_factor": factors[name], "lr": train.lr * factors[name]}
         for name, params in parameter_groups(model).items()
         if params
     ]
+    if train.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=train.lr, betas=(train.momentum, 0.999), weight_decay=train.weight_decay)
     return torch.optim.SGD(
         groups, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay, nesterov=train.nesterov
     )

@@ -19,6 +19,11 @@ What a run does, in order:
    MLflow: flat params, per-step losses, learning rate and images/s, system metrics, tags, the final checkpoint and
    the model as a pyfunc (images -> features, visibility).
 
+The three output files (the `train` stage's DVC outputs) are a deterministic function of the code, the parameters and
+the data: with the same `train.threads` (`sanet.engine.determinism`) two runs write the same bytes. What differs from
+run to run (the MLflow run id, the pipeline run, the git sha, the measured speed and durations) goes to MLflow and to
+the git-ignored sidecar `<out_dir>/provenance.json` (`sanet.provenance`), never into those files.
+
 Only rank 0 writes files and talks to MLflow; all ranks compute.
 """
 
@@ -64,11 +69,13 @@ from sanet.engine.checkpoint import (
     training_tree,
     unwrap,
 )
+from sanet.engine.determinism import set_threads
 from sanet.engine.distributed import DistContext, init_distributed, shutdown_distributed
 from sanet.engine.errors import CheckpointError, TrainingError
-from sanet.engine.features import EvaluationResult, autocast_dtype, evaluate_benchmark
+from sanet.engine.features import EvaluationResult, autocast_dtype
 from sanet.engine.optim import LRSchedule, TemperatureScheduler, build_optimizer
 from sanet.engine.step import TrainStep
+from sanet.engine.validation import describe_held_out, evaluate_validation
 from sanet.losses import build_criterion
 from sanet.masks.store import MaskStore
 from sanet.model import build_model
@@ -156,7 +163,9 @@ class _StopOnSignal:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def _configure_determinism(params: Params, device: torch.device) -> None:
+def _configure_determinism(params: Params, device: torch.device) -> int:
+    """Fix the CPU thread count (`train.threads`) and the algorithms; returns the intra-op threads in use."""
+    threads = set_threads(params.train.threads)
     if params.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=False)
         torch.backends.cudnn.benchmark = False
@@ -166,6 +175,7 @@ def _configure_determinism(params: Params, device: torch.device) -> None:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    return threads
 
 
 def _seed_all(seed: int) -> None:
@@ -212,10 +222,10 @@ def _write_text(path: Path, text: str) -> None:
 
 def _history_csv(rows: list[dict[str, float]]) -> str:
     keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
+    for row in rows:  # a measured speed (a checkpoint of an older version has one) is no column: a DVC output
+        keys += [k for k in row if k not in keys and k != "images_per_second"]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
@@ -260,6 +270,12 @@ class _Tracker:
             run = self._stack.enter_context(start_run(self.params, stage=stage, run_name=run_name, tags=tags))
         self.run_id = run.info.run_id
         self._logger = MetricLogger()
+
+    def tag(self, tags: dict[str, str]) -> None:
+        if self._logger is not None:
+            import mlflow
+
+            mlflow.set_tags(tags)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         if self._logger is not None:
@@ -330,6 +346,7 @@ def train(
         WeightsError): all before the first step, except a diverging loss.
     """
     ctx = init_distributed(device)
+    threads = torch.get_num_threads()  # train.threads applies to this call: a caller's own count comes back after it
     try:
         with _StopOnSignal() as stop:
             trainer = _Trainer(params, ctx, Path(out_dir or params.train.out_dir), progress and ctx.is_main)
@@ -337,6 +354,7 @@ def train(
             trainer.hooks = hooks or TrainHooks()
             return trainer.run(resume, stop, stop_after_steps)
     finally:
+        set_threads(threads)
         shutdown_distributed()
 
 
@@ -493,7 +511,9 @@ class _Trainer:
         """Rank 0 evaluates on data.train's query/gallery (or the held-out identities) while the others wait."""
         result: EvaluationResult | None = None
         if self.ctx.is_main:
-            result = evaluate_benchmark(unwrap(self.model), self.benchmark, self.params, self.ctx.device, self.progress)
+            # held-out identities (train.val_ids) also get partial queries and the validation score (engine.validation)
+            model, device = unwrap(self.model), self.ctx.device
+            result = evaluate_validation(model, self.benchmark, self.params, device, self.progress)
         self.ctx.barrier()
         if result is None:
             return None
@@ -503,6 +523,7 @@ class _Trainer:
             tqdm.write(
                 f"{tag}: {self.benchmark.name} Rank-1 {100 * metrics['rank1']:.1f}%, mAP {100 * metrics['mAP']:.1f}%, "
                 f"mINP {100 * metrics['mINP']:.1f}% ({result.num_query} queries, {result.num_gallery} gallery)"
+                + describe_held_out(result)
             )
         if self.hooks.on_validation is not None and tag in ("val", "final"):  # after the line: a pruned trial shows it
             self.hooks.on_validation(self.epoch_done, metrics)
@@ -515,7 +536,7 @@ class _Trainer:
         started = time.perf_counter()
         self.tracker = _Tracker(ctx, params, self.hooks)
         self.tracker.preflight()  # an unreachable tracking store stops the run before any data is read
-        _configure_determinism(params, ctx.device)
+        self.threads = _configure_determinism(params, ctx.device)
         self._build_data()
         self._build_model()
         self.history: list[dict[str, float]] = []
@@ -549,6 +570,7 @@ class _Trainer:
             data_md5 = ""
             if ctx.is_main:
                 data_md5 = files_md5(self.train_paths, params.data.root)
+            self.data_md5 = data_md5
             self.tracker.start(
                 data_md5,
                 run_name=f"train {model_label(params)} {params.model.backbone} ({params.profile})",
@@ -556,6 +578,7 @@ class _Trainer:
                 extra_tags={
                     "world_size": str(ctx.world_size),
                     "device": ctx.device.type,
+                    "threads": str(self.threads),
                     "pipeline_run": self.pipeline_run,
                 },
             )
@@ -661,7 +684,7 @@ class _Trainer:
             means = meter.means()
             row: dict[str, float] = {"epoch": epoch + 1, "step": self.global_step, "lr": lr, "loss": means["total"]}
             row |= {k: means[k] for k in ("id", "triplet", "focal")}
-            row["images_per_second"] = round(epoch_images / seconds, 2) if seconds > 0 else float("nan")
+            epoch_speed = epoch_images / seconds if seconds > 0 else float("nan")  # MLflow only, not history.csv
             if temperature is not None:
                 row["temperature"] = temperature
             self.epoch_done = epoch + 1
@@ -671,7 +694,8 @@ class _Trainer:
                 if val:
                     row |= {"rank1": val["rank1"], "mAP": val["mAP"]}
             self.history.append(row)
-            self.tracker.log({f"epoch/{k}": float(v) for k, v in row.items() if k not in ("epoch", "step")}, epoch + 1)
+            epoch_metrics = {f"epoch/{k}": float(v) for k, v in row.items() if k not in ("epoch", "step")}
+            self.tracker.log(epoch_metrics | {"epoch/images_per_second": epoch_speed}, epoch + 1)
             self._save(epoch + 1, 0)
         return False
 
@@ -695,13 +719,12 @@ class _Trainer:
             self.model,
             self.params,
             self.num_classes,
-            meta={
+            meta={  # what the weights are, never which run made them (provenance.json, MLflow)
                 "benchmark": self.params.data.train,
                 "epochs": self.train_params.epochs,
                 "global_step": self.global_step,
                 "final": final or {},
-                "pipeline_run": self.pipeline_run,
-                "train_run_id": self.tracker.run_id,
+                "data_md5": self.data_md5,
             },
         )
         result.model_file = model_file
@@ -710,8 +733,6 @@ class _Trainer:
             "variant": self.params.model.variant,
             "epochs": self.train_params.epochs,
             "steps": self.global_step,
-            "images_per_second": round(result.images_per_second, 2),
-            "train_seconds": round(self.train_seconds, 1),
             "final": final,
             "untrained": self.untrained,
         }
@@ -723,4 +744,40 @@ class _Trainer:
             {"train/images_per_second_mean": result.images_per_second, "train/seconds": self.train_seconds},
             self.global_step,
         )
-        self.tracker.finish(self.checkpoint_path, model_file, [metrics_file, history_file])
+        provenance = self._write_provenance(result, model_file)
+        self.tracker.finish(self.checkpoint_path, model_file, [metrics_file, history_file, provenance])
+
+    def _write_provenance(self, result: TrainResult, model_file: Path) -> Path:
+        """`<out_dir>/provenance.json` and the run's `model_md5` tag: the run-dependent facts of this training.
+
+        `sanet evaluate` and `sanet register` find the training's MLflow run and pipeline run through them (the
+        sidecar when it names this model file's md5, else the run tagged with it).
+        """
+        from sanet.evaluate import model_md5
+        from sanet.provenance import TRAIN_SIDECAR, write_sidecar
+        from sanet.tracking import git_sha
+
+        def measured(value: float, digits: int) -> float | None:
+            return round(value, digits) if math.isfinite(value) else None
+
+        md5 = model_md5(model_file)
+        path = write_sidecar(
+            self.out_dir / TRAIN_SIDECAR,
+            {
+                "model_file": str(model_file),
+                "model_md5": md5,
+                "train_run_id": self.tracker.run_id,
+                "pipeline_run": self.pipeline_run,
+                "git_sha": git_sha(),
+                "data_md5": self.data_md5,
+                "device": self.ctx.device.type,
+                "world_size": self.ctx.world_size,
+                "threads": self.threads,
+                "resumed_from": result.resumed_from,
+                "images_per_second": measured(result.images_per_second, 2),
+                "train_seconds": measured(self.train_seconds, 1),
+                "seconds": measured(result.seconds, 1),
+            },
+        )
+        self.tracker.tag({"model_md5": md5})
+        return path

@@ -3,7 +3,7 @@
 A trial trains `hpo.epochs` epochs instead of `train.epochs`: the learning-rate schedule is compressed by the same
 factor (milestones and warm-up scaled; the temperature schedule follows `train.epochs` by itself), the network is
 validated after every epoch on `hpo.val_ids` identities held out of `data.train`'s training split (never on a test
-benchmark), and nothing but metrics is logged (no model).
+benchmark; holistic and partial queries, `sanet.engine.validation`), and nothing but metrics is logged (no model).
 
 The study name ends with a hash of everything that determines a trial's result, so that workers and reruns with
 the same settings share one study, and changed settings start a new one instead of mixing incomparable trials.
@@ -23,7 +23,20 @@ from sanet.config import ConfigError, Params, deep_merge
 from sanet.hpo.errors import HPOError
 from sanet.hpo.spaces import DOTTED, space_params
 
-__all__ = ["compress_milestones", "study_name", "trial_params", "trial_tree"]
+__all__ = [
+    "OBJECTIVE",
+    "compress_milestones",
+    "objective_text",
+    "score_epochs",
+    "study_name",
+    "trial_params",
+    "trial_tree",
+]
+
+#: What a trial's value measures (`sanet.hpo.trial`); part of the study name's hash, so that studies scored another way
+#: (before: the mAP of one holistic query per held-out identity) are never continued with incomparable values.
+#: Change it with the held-out protocol (`sanet.engine.validation`, `sanet.data.holdout.PARTIAL_EXTENT`).
+OBJECTIVE = "mean of holistic and partial mAP, every held-out image a query"
 
 # Keys of a trial's parameters that do not change its result: paths, runtime and logging settings. Everything else
 # of these sections (model, loss, train, augment, input, masks, seed, data.train, evaluation.distance...) does.
@@ -43,6 +56,17 @@ _NOT_RESULT = (
     ("evaluation", "batch_size"),
     ("evaluation", "max_rank"),
 )
+
+
+def score_epochs(params: Params) -> int:
+    """How many of a trial's last validations its value averages (`hpo.score_epochs`)."""
+    return params.hpo.score_epochs
+
+
+def objective_text(params: Params) -> str:
+    """What a trial's value is, in words (the summary's `metric`): `mean of holistic and partial mAP`..."""
+    k = score_epochs(params)
+    return "mean of holistic and partial mAP" + (f" over the last {k} epochs" if k > 1 else "")
 
 
 def compress_milestones(milestones: list[int], factor: float, epochs: int) -> list[int]:
@@ -117,7 +141,8 @@ def trial_tree(params: Params, space: str) -> dict[str, Any]:
     """What determines the result of a trial of `space`, as plain data (what the study name hashes).
 
     The base trial parameters without paths and runtime settings and without the searched keys (they vary by
-    trial), hpo.epochs, val_ids, seed and pruning, and the ranges of the parameters `space` samples. Not hpo.trials,
+    trial), hpo.epochs, val_ids, seed, pruning and score_epochs, the ranges of the parameters `space` samples, and
+    the objective's definition (OBJECTIVE). Not hpo.trials,
     timeout, storage, experiment or the output folders: more trials, or another worker, continue the same study.
     """
     names = space_params(space)
@@ -137,6 +162,8 @@ def trial_tree(params: Params, space: str) -> dict[str, Any]:
         "seed": hpo["seed"],
         "pruning": hpo["pruning"],
         "ranges": {name: hpo["ranges"][name] for name in names},
+        "objective": OBJECTIVE,
+        "score_epochs": hpo["score_epochs"],
     }
     return tree
 

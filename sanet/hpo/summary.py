@@ -3,6 +3,16 @@
 Re-runnable at any time, by any worker or a pipeline step of its own: each summary rewrites the files from the
 study as it stands and logs to the parent run again (metrics at step = finished trials), then marks it FINISHED.
 The JSON's `best.dotted` maps params.yaml keys to the best values, ready for `sanet train --set key=value`.
+
+The JSON and the PNGs are DVC outputs: a deterministic function of the study's trials (their parameters, states and
+values), so a fresh clone's `make demo` rewrites them byte for byte. The run-dependent facts (the storage URL, the
+MLflow parent run and the trials' runs) go to MLflow and to the git-ignored sidecar `<space>.provenance.json`
+beside the JSON (`sanet.provenance`), never into them.
+
+Importances: fANOVA (seeded) over the COMPLETE trials. They need at least two complete trials with two different
+scores (a tie carries no information about any parameter): otherwise `importances` is `{}` and
+`importances_note` says why (the importance PNG shows the note); when they are computed, every parameter of the
+space has one and they sum to 1, and `importances_note` is null.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from sanet.atomic import atomic_write
 from sanet.hpo.errors import HPOError
+from sanet.hpo.settings import objective_text
 from sanet.hpo.spaces import check_space, space_params, to_dotted
 
 if TYPE_CHECKING:
@@ -43,20 +54,30 @@ class SummaryResult:
 
 
 def _importances(study: optuna.Study, space: str, complete: int, seed: int) -> tuple[dict[str, float], str | None]:
-    """Parameter importances (fANOVA, seeded: deterministic) and, when there are none, a note saying why."""
+    """Parameter importances (fANOVA, seeded: deterministic) and None, or `{}` and a note saying why there are none
+    (fewer than two complete trials, or complete trials that all tie: module docstring)."""
+    import optuna
+
     names = space_params(space)
-    if len(names) == 1:
-        note = None if complete >= 2 else f"{complete} complete trial(s): importances need at least 2"
-        return {names[0]: 1.0}, note
     if complete < 2:
         return {}, f"{complete} complete trial(s): importances need at least 2"
-    import optuna
+    done = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+    scores = sorted({float(t.value) for t in done})
+    if len(scores) < 2:
+        return {}, (
+            f"the {complete} complete trials tie (all scored {scores[0]:.6g}): importances need at least two "
+            "different scores"
+        )
+    if len({tuple(sorted(t.params.items())) for t in done}) < 2:
+        return {}, f"the {complete} complete trials all ran the same parameters: importances need two settings"
+    if len(names) == 1:
+        return {names[0]: 1.0}, None
 
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
     try:
         raw = optuna.importance.get_param_importances(study, evaluator=evaluator)
     except (ValueError, RuntimeError) as exc:
-        return {}, f"no importances: {exc}"
+        return {}, f"no importances (fANOVA: {exc})"
     values = {name: round(float(v), 6) if math.isfinite(float(v)) else 0.0 for name, v in raw.items()}
     return dict(sorted(values.items(), key=lambda item: (-item[1], item[0]))), None
 
@@ -94,6 +115,7 @@ def summarise_study(params: Params, space: str) -> SummaryResult:
     from sanet.hpo.settings import study_name
     from sanet.hpo.storage import check_storage, open_storage, storage_url
     from sanet.hpo.study import load_existing, mlflow_client, parent_run_of
+    from sanet.provenance import sidecar_path, write_sidecar
     from sanet.stores import redact
     from sanet.tracking import check_tracking_uri, tracking_uri
 
@@ -116,10 +138,9 @@ def summarise_study(params: Params, space: str) -> SummaryResult:
     importances, note = _importances(study, space, counts["complete"], params.hpo.seed)
     history = _history(trials)
     parent = parent_run_of(params, space, study)
-    metric = f"mAP on {params.hpo.val_ids} held-out identities of {params.data.train}"
+    metric = f"{objective_text(params)} on {params.hpo.val_ids} held-out identities of {params.data.train}"
     report = {
         "study": name,
-        "storage": redact(url),
         "space": space,
         "direction": "maximize",
         "metric": metric,
@@ -128,17 +149,28 @@ def summarise_study(params: Params, space: str) -> SummaryResult:
             "params": dict(sorted(best.params.items())),
             "dotted": dict(sorted(to_dotted(best.params).items())),
             "trial": best.number,
-            "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
         },
         "trials": counts,
         "importances": importances,
+        "importances_note": note,
         "history": [{k: row[k] for k in ("number", "state", "value", "params")} for row in history],
-        "parent_run_id": parent,
     }
     out = Path(params.hpo.reports_dir)
     json_path = _write(out / f"{space}.json", (json.dumps(report, indent=2) + "\n").encode())
+    sidecar = write_sidecar(
+        sidecar_path(json_path),
+        {
+            "study": name,
+            "storage": redact(url),
+            "parent_run_id": parent,
+            "best_trial": best.number,
+            "best_run_id": best.user_attrs.get("mlflow_run_id"),
+            "trial_run_ids": {str(t.number): t.user_attrs.get("mlflow_run_id") for t in trials},
+            "git_sha": study.user_attrs.get("git_sha"),
+        },
+    )
     figures = [
-        _write(out / f"{space}-history.png", history_png(f"{name}: optimisation history", history, "validation mAP")),
+        _write(out / f"{space}-history.png", history_png(f"{name}: optimisation history", history, "validation score")),
         _write(out / f"{space}-importance.png", importance_png(f"{name}: parameter importance", importances, note)),
     ]
 
@@ -150,7 +182,7 @@ def summarise_study(params: Params, space: str) -> SummaryResult:
     client.log_batch(parent, metrics=metrics)
     client.set_tag(parent, "best_trial", str(best.number))
     client.set_tag(parent, "best_params", json.dumps(dict(sorted(best.params.items()))))
-    for path in (json_path, *figures):
+    for path in (json_path, *figures, sidecar):
         client.log_artifact(parent, str(path))
     client.set_terminated(parent, "FINISHED")
     return SummaryResult(

@@ -1,4 +1,16 @@
-"""One trial: train the sampled settings on the short schedule, report the validation mAP, let the pruner stop it.
+"""One trial: train the sampled settings on the short schedule, report the validation score, let the pruner stop it.
+
+The objective (`TrialObjective`, what a study maximises) is measured on the `hpo.val_ids` identities held out of
+`data.train`'s training split (never a test benchmark), after every epoch (`sanet.engine.validation`):
+
+    score = (holistic mAP + partial mAP) / 2
+
+the holistic mAP ranking every held-out image against the other held-out images, the partial mAP ranking a seeded
+vertical crop of every held-out image (`sanet.data.holdout.partial_queries`) against the holistic ones, both with
+the camera rule. The trial's value is the mean score of its last `hpo.score_epochs` validations (1: the final one);
+each epoch's score goes to the pruner. The trial's user attributes `holistic_mAP`, `partial_mAP`, `partial_rank1`
+and `mAP` (the one-query-per-identity protocol) are means over the same validations, and `epoch_scores` lists every
+epoch's score; the MLflow run has them per epoch as `val/<name>` (`final/<name>` for the last).
 
 Each trial is an MLflow run nested under the study's parent run (tag `mlflow.parentRunId`), tagged with the study,
 the trial number, the space and, once it ends, `optuna_state` (COMPLETE, PRUNED or FAIL). A pruned trial's run is
@@ -14,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sanet.hpo.errors import HPOError
-from sanet.hpo.settings import trial_params
+from sanet.hpo.settings import score_epochs, trial_params
 from sanet.hpo.spaces import DOTTED, suggest
 
 if TYPE_CHECKING:
@@ -23,11 +35,12 @@ if TYPE_CHECKING:
     from sanet.config import Params
     from sanet.hpo.study import StudyInfo
 
-__all__ = ["RUN_ATTR", "STAGE", "WORKER_ATTR", "TrialObjective", "describe_values"]
+__all__ = ["RUN_ATTR", "SCORED_ATTRS", "STAGE", "WORKER_ATTR", "TrialObjective", "describe_values"]
 
 RUN_ATTR = "mlflow_run_id"  # trial user attribute: the trial's MLflow run
 WORKER_ATTR = "worker"  # trial user attribute: the worker index that ran it
 STAGE = "hpo_trial"  # the `stage` tag of a trial's run
+SCORED_ATTRS = ("holistic_mAP", "partial_mAP", "partial_rank1", "mAP")  # user attributes: means over scored epochs
 
 
 def describe_values(values: Mapping[str, Any]) -> str:
@@ -41,7 +54,8 @@ def describe_values(values: Mapping[str, Any]) -> str:
 
 
 class TrialObjective:
-    """The objective `study.optimize` calls: one short training per trial, scored by the final validation mAP."""
+    """The objective `study.optimize` calls: one short training per trial, scored on held-out identities (module
+    docstring: the mean of the holistic and the partial mAP, over the last `hpo.score_epochs` validations)."""
 
     def __init__(
         self, params: Params, space: str, info: StudyInfo, worker: int = 0, progress: bool = True, device: str = "auto"
@@ -49,25 +63,42 @@ class TrialObjective:
         self.params, self.space, self.info = params, space, info
         self.worker, self.progress, self.device = worker, progress, device
         self.numbers: list[int] = []  # the trials this objective ran, in order
+        self.validations: list[dict[str, float]] = []  # the current trial's validations: epoch, score, SCORED_ATTRS
 
     def out_dir(self, number: int) -> Path:
         """Where trial `number` keeps its checkpoints while it runs."""
         return Path(self.params.hpo.out_dir) / self.info.name / f"trial-{number}"
 
+    def scored(self) -> dict[str, float]:
+        """The means of the score and SCORED_ATTRS over the last `hpo.score_epochs` validations so far."""
+        last = self.validations[-score_epochs(self.params) :]
+        return {key: sum(v[key] for v in last) / len(last) for key in ("score", *SCORED_ATTRS)}
+
     def on_validation(self, trial: optuna.Trial, run: dict[str, str], epoch: int, metrics: Mapping[str, float]) -> None:
-        """Report the epoch's validation mAP; raise TrialPruned when the pruner says so (never after the last epoch)."""
+        """Report the epoch's validation score; raise TrialPruned when the pruner says so (not after the last epoch)."""
         import mlflow
         import optuna
+
+        from sanet.engine.validation import SCORE
 
         if not run:  # the trainer's run is active here: remember it, so that even a crashed trial points to it
             active = mlflow.active_run()
             if active is not None:
                 run["id"] = active.info.run_id
                 trial.set_user_attr(RUN_ATTR, run["id"])
-        value = float(metrics["mAP"])
+        if SCORE not in metrics:
+            raise HPOError("the trial's validation has no held-out score: train.val_ids must be set for a trial")
+        value = float(metrics[SCORE])
+        self.validations.append({"epoch": epoch, "score": value} | {k: float(metrics[k]) for k in SCORED_ATTRS})
+        for key, mean in self.scored().items():
+            if key != "score":
+                trial.set_user_attr(key, mean)
+        trial.set_user_attr("epoch_scores", [v["score"] for v in self.validations])
         trial.report(value, epoch)
         if epoch < self.params.hpo.epochs and trial.should_prune():
-            raise optuna.TrialPruned(f"validation mAP {value:.4f} at epoch {epoch}: below the median of earlier trials")
+            raise optuna.TrialPruned(
+                f"validation score {value:.4f} at epoch {epoch}: below the median of earlier trials"
+            )
 
     def __call__(self, trial: optuna.Trial) -> float:
         import optuna
@@ -75,6 +106,7 @@ class TrialObjective:
         from sanet.engine.trainer import TrainHooks, train
 
         self.numbers.append(trial.number)
+        self.validations = []
         trial.set_user_attr(WORKER_ATTR, self.worker)
         values = suggest(trial, self.space, self.params.hpo.ranges)
         settings = trial_params(self.params, values)
@@ -98,10 +130,10 @@ class TrialObjective:
             result = train(settings, out_dir=out, device=self.device, resume=False, progress=self.progress, hooks=hooks)
             if result.run_id:
                 run["id"] = result.run_id
-            if result.interrupted or not result.final:
+            if result.interrupted or not result.final or not self.validations:
                 raise HPOError(f"trial {trial.number} was interrupted (SIGTERM) before it finished")
             state = "COMPLETE"
-            return float(result.final["mAP"])
+            return self.scored()["score"]
         except optuna.TrialPruned:
             state = "PRUNED"
             raise

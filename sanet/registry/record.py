@@ -1,8 +1,10 @@
 """How a registration is recorded: the version's tags and `reports/registry.json`.
 
-Both hold the same facts: the benchmark results, the provenance (git sha, training and test data md5s, parameters,
-runs), and the gate's decision with its numbers, so the decision can be read in the MLflow UI and in the repository.
-registry.json is written atomically, keys sorted, indent 2: the same registration always gives the same bytes.
+Both hold the benchmark results, the training and test data md5s and the gate's decision with its numbers, so the
+decision can be read in the MLflow UI and in the repository. The tags also hold the run-dependent provenance (git
+sha, runs, pipeline run); registry.json does not (it is a DVC output: `sanet.registry.registration`, and the sidecar
+`registry.provenance.json` holds them). registry.json is written atomically, keys sorted, indent 2: the same
+registration always gives the same bytes.
 """
 
 from __future__ import annotations

@@ -11,6 +11,13 @@ The DVC stage after `report`. In one MLflow run (stage `register`, experiment `t
    version when it passes (or when there is no champion yet). The decision and its numbers become version tags,
    the run's metric `gate/passed`, and `reports/registry.json` (also logged in the run).
 
+`reports/registry.json` (the stage's DVC output, committed) records what was registered and decided: the model's
+md5 and training data, its results per benchmark, and the gate's decision with its numbers (the champion named by
+its model's md5). It never depends on the history of the tracking store beyond that decision: the version number,
+the aliases, the run ids and the model URI (MLflow's bookkeeping), the git sha and the pipeline run go to the version
+tags and to the git-ignored sidecar `reports/registry.provenance.json` (`sanet.provenance`). A fresh clone's
+`make demo` (an empty mlflow.db) therefore writes the same bytes every time.
+
 A failed gate is not an error: the version is registered, keeps `candidate`, and `sanet promote` can still make it
 the champion by hand.
 """
@@ -31,7 +38,7 @@ from sanet.registry.store import (
     aliases,
     ensure_registered_model,
     find_logged_model,
-    find_run,
+    find_training_run,
     global_tracking_uri,
     mlflow_errors,
     registry_client,
@@ -91,41 +98,34 @@ def _gate(
 def _record(
     *,
     name: str,
-    version: int,
-    source: str,
-    model_uri: str,
-    run_ids: dict[str, str | None],
     candidate: Candidate,
-    provenance: dict[str, str],
+    data_md5: str,
     decision: GateDecision,
-    champion_version: int | None,
+    champion_md5: str | None,
     tolerance: Any,
-    after: dict[str, int],
-    uri: str,
 ) -> dict[str, Any]:
-    from sanet.stores import redact
-
+    """registry.json: what was registered and decided, nothing run-dependent (module docstring)."""
     test_data = candidate.test_data()
     return {
         "model_name": name,
-        "version": version,
-        "source": source,
-        "source_uri": model_uri,
-        "tracking_uri": redact(uri),
-        "run_ids": run_ids,
-        "aliases": after,
         "model_md5": candidate.model_md5,
-        **provenance,
+        "data_md5": data_md5,
         "benchmarks": {
             benchmark: {"metrics": metrics, "data_md5": test_data[benchmark]}
             for benchmark, metrics in candidate.metrics().items()
         },
         "decision": {
             **decision.to_dict(),
-            "champion_version": champion_version,
+            "champion_model_md5": champion_md5,
             "tolerance": {"mAP": tolerance.mAP, "rank1": tolerance.rank1},
         },
     }
+
+
+def _champion_md5(client: MlflowClient, name: str, champion_version: int | None) -> str | None:
+    if champion_version is None:
+        return None
+    return client.get_model_version(name, str(champion_version)).tags.get("model_md5") or None
 
 
 @dataclass(frozen=True)
@@ -185,17 +185,27 @@ def _register(
 ) -> RegisterResult:
     import mlflow
 
+    from sanet.provenance import sidecar_path, training_sidecar, write_sidecar
+    from sanet.stores import redact
     from sanet.tracking import flat_params, git_sha, log_file, pipeline_run_id, run_tags, start_run
 
     run_params = model_params(params, candidate.params)
     tolerance = params.registry.tolerance
-    train_run = find_run(client, candidate.meta.get("train_run_id"))
+    # the training run: named by its sidecar beside the model file (or an older model file's meta), else tagged
+    # with the model's md5
+    trained_by = training_sidecar(candidate.model_file, candidate.model_md5)
+    hints = (trained_by.get("train_run_id"), candidate.meta.get("train_run_id"))
+    train_run = find_training_run(client, candidate.model_md5, *hints)
     logged = find_logged_model(client, train_run) if train_run is not None else None
     train_run_id = train_run.info.run_id if train_run is not None else None
+    data_md5 = str(candidate.meta.get("data_md5") or "")  # the model file's own record of its training data
+    if not data_md5 and train_run is not None:
+        data_md5 = train_run.data.tags.get("data_md5", "")
+    inherited = trained_by.get("pipeline_run") or (train_run.data.tags.get("pipeline_run") if train_run else None)
     provenance = {
         "git_sha": git_sha(),
-        "data_md5": train_run.data.tags.get("data_md5", "") if train_run is not None else "",
-        "pipeline_run": pipeline_run_id(candidate.meta.get("pipeline_run")),
+        "data_md5": data_md5,
+        "pipeline_run": pipeline_run_id(inherited or candidate.meta.get("pipeline_run")),
     }
     extra = {"pipeline_run": provenance["pipeline_run"], "model_name": name, "model_md5": candidate.model_md5}
     if train_run_id:
@@ -244,20 +254,30 @@ def _register(
         after = aliases(client, name)
         record = _record(
             name=name,
-            version=version,
-            source=source,
-            model_uri=logged.model_uri,
-            run_ids={"register": run_id, "train": train_run_id, "model_source": logged.source_run_id},
             candidate=candidate,
-            provenance=provenance,
+            data_md5=data_md5,
             decision=decision,
-            champion_version=champion_version,
+            champion_md5=_champion_md5(client, name, champion_version),
             tolerance=tolerance,
-            after=after,
-            uri=uri,
         )
         write_record(out, record)
         log_file(out)
+        sidecar = write_sidecar(
+            sidecar_path(out),
+            {
+                "model_name": name,
+                "model_md5": candidate.model_md5,
+                "version": version,
+                "aliases": after,
+                "champion_version": champion_version,
+                "source": source,
+                "source_uri": logged.model_uri,
+                "tracking_uri": redact(uri),
+                "run_ids": {"register": run_id, "train": train_run_id, "model_source": logged.source_run_id},
+                **provenance,
+            },
+        )
+        log_file(sidecar)
         mlflow.log_metric("gate/passed", 1.0 if decision.passed else 0.0)
         mlflow.set_tags({"model_version": str(version), "gate": decision.kind, "model_source": source})
     return RegisterResult(name, version, source, decision, after.get(CHAMPION), out, run_id)

@@ -33,6 +33,7 @@ __all__ = [
     "ensure_registered_model",
     "find_logged_model",
     "find_run",
+    "find_training_run",
     "global_tracking_uri",
     "mlflow_errors",
     "no_model_error",
@@ -167,6 +168,25 @@ def find_run(client: MlflowClient, run_id: str | None) -> Run | None:
         if _not_found(exc):
             return None
         raise
+
+
+def find_training_run(client: MlflowClient, model_md5: str, *run_ids: str | None) -> Run | None:
+    """The training run of the model file with `model_md5`: the first of `run_ids` this store has (the training's
+    sidecar names its run), else the newest FINISHED run tagged `stage=train` and `model_md5` (the model file
+    itself names no run: it is a DVC output), preferring one that logged the model; None when there is none."""
+    for run_id in run_ids:
+        if (run := find_run(client, run_id)) is not None:
+            return run
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments or not model_md5:
+        return None
+    runs = client.search_runs(
+        experiments,
+        filter_string=f"tags.model_md5 = '{model_md5}' and tags.stage = 'train' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=20,
+    )
+    return next((run for run in runs if find_logged_model(client, run) is not None), runs[0] if runs else None)
 
 
 def find_logged_model(client: MlflowClient, run: Run) -> LoggedModel | None:

@@ -1,5 +1,6 @@
 """The report's inputs, read and checked: what `sanet evaluate` writes per benchmark
-(`<eval_dir>/<benchmark>/{metrics.json,run.json,cmc.csv}`) and, when present, what `sanet train` writes
+(`<eval_dir>/<benchmark>/{metrics.json,run.json,cmc.csv}`, and `diagnostics.json` when the evaluation wrote one:
+older evaluations did not, and still report) and, when present, what `sanet train` writes
 (`<train_dir>/{metrics.json,history.csv}`).
 
 Metrics are fractions in the files. A missing or malformed file is a ReportError that names it and what to run, so
@@ -29,13 +30,15 @@ COUNTS: tuple[str, ...] = ("num_query", "num_gallery")
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One benchmark's evaluation: `metrics` (fractions, counts, images_per_second), `run` (run.json), the CMC."""
+    """One benchmark's evaluation: `metrics` (fractions and counts), `run` (run.json), the CMC, and
+    the method diagnostics (`diagnostics.json`, see `sanet.diagnostics`; None for an evaluation without them)."""
 
     benchmark: str
     folder: Path
     metrics: dict[str, float]
     run: dict[str, Any]
     cmc: list[float]
+    diagnostics: dict[str, Any] | None = None
 
     @property
     def synthetic(self) -> bool:
@@ -100,11 +103,7 @@ def _read_metrics(path: Path, hint: str) -> dict[str, float]:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ReportError(f"{path}: {key!r} must be a non-negative integer, got {value!r}: {hint}")
         metrics[key] = value
-    speed = data.get("images_per_second")
-    if speed is not None:
-        if not is_number(speed) or speed < 0:
-            raise ReportError(f"{path}: 'images_per_second' must be a non-negative number, got {speed!r}: {hint}")
-        metrics["images_per_second"] = float(speed)
+    # a measured speed (older evaluations wrote one) is not read: what depends on it would not be reproducible
     return metrics
 
 
@@ -148,6 +147,29 @@ def _read_cmc(path: Path, hint: str) -> list[float]:
     return curve
 
 
+def _read_diagnostics(path: Path, hint: str) -> dict[str, Any] | None:
+    """`diagnostics.json` as a dict, None when the evaluation wrote none (an older one); malformed: ReportError."""
+    if not path.is_file():
+        return None
+    return _read_json(path, hint)
+
+
+def diagnostic(evaluation: Evaluation | None, *keys: str) -> Any:
+    """The value at `keys` in an evaluation's diagnostics (`"floor", "rank1"`), None wherever anything is missing.
+
+    A section marked `"available": false` (no mask store, no AFE) gives None too, as does a value that is not a
+    finite number where a number is expected, so that the report shows a dash rather than a wrong number.
+    """
+    node: Any = evaluation.diagnostics if evaluation is not None else None
+    for key in keys:
+        if not isinstance(node, dict) or node.get("available") is False:
+            return None
+        node = node.get(key)
+    if isinstance(node, float) and not math.isfinite(node):
+        return None
+    return node
+
+
 def load_evaluations(
     eval_dir: Path, benchmarks: Sequence[str], model_file: str = "outputs/train/model.pt"
 ) -> dict[str, Evaluation]:
@@ -178,6 +200,7 @@ def load_evaluations(
             metrics=_read_metrics(folder / "metrics.json", hint),
             run=_read_run(folder / "run.json", name, hint),
             cmc=_read_cmc(folder / "cmc.csv", hint),
+            diagnostics=_read_diagnostics(folder / "diagnostics.json", hint),
         )
     if not found:
         raise ReportError(nothing)

@@ -4,14 +4,18 @@
   and SANet rows and the difference ours - paper SANet in points. On the synthetic benchmark (any `run.json` says
   `"synthetic": true`) a banner opens the file, and the paper's numbers go to separate "paper reference" tables with no
   difference: they were measured on other images.
-- The full metrics (Rank-1/3/5/10, mAP, mINP, query and gallery counts), training, each benchmark's protocol, and the
-  provenance of the runs (model, data and code hashes, MLflow run ids, pipeline run).
+  Below "Ours", every benchmark gets the no-network floor (a colour histogram of the person pixels, ranked under the
+  same protocol) and the Rank-1 of chance, from the evaluation's `diagnostics.json` (a dash where there is none).
+- The full metrics (Rank-1/3/5/10, mAP, mINP, query and gallery counts), the method diagnostics (visibility
+  accuracy per part, mask variation, AFE routes and share, Eq. 7 vs global-only vs the floor), training, each
+  benchmark's protocol, and the provenance of the results (model, settings, model and data hashes).
 - Tables 3 and 4 (ablations on Partial-iLIDS-P) from the MLflow tracking store, when at least two settings of a
   table have runs (`sanet.report.ablations.search_ablations` says which runs count).
 
 Only the benchmarks of `data.evaluate` are reported, so that the report depends on the inputs DVC declares; a
-benchmark whose folder is missing shows as "not evaluated". The text is deterministic: dates come from the inputs,
-never the clock.
+benchmark whose folder is missing shows as "not evaluated". The text is deterministic, and a function of what the
+results are, never of how a run went: no date, duration, speed, git sha or run id (`reports/benchmark.md` is a DVC
+output; they go to the report's MLflow run and its sidecar, `sanet.report.stage`).
 """
 
 from __future__ import annotations
@@ -33,13 +37,30 @@ from sanet.report.formatting import (
     points_diff,
     published_percent,
 )
-from sanet.report.inputs import METRICS, Evaluation, Training, is_number, is_synthetic, primary_evaluation
+from sanet.report.inputs import (
+    METRICS,
+    Evaluation,
+    Training,
+    diagnostic,
+    is_number,
+    is_synthetic,
+    primary_evaluation,
+)
 
 if TYPE_CHECKING:
     from sanet.config import Params
 
 
 NOT_RUN = "not run (make ablations)"
+FLOOR_ROW = "No-network floor (colour histogram)"
+CHANCE_ROW = "Chance (random ranking)"
+_DIAGNOSED_PARTS: tuple[tuple[str, str], ...] = (
+    ("head", "Head"),
+    ("upper_body", "Upper body"),
+    ("lower_body", "Lower body"),
+    ("feet", "Feet"),
+    ("global", "Global"),
+)
 
 
 # Per benchmark: the camera rule and which release (DESIGN section 2); folders come from the benchmark classes.
@@ -68,14 +89,9 @@ _PROVENANCE_KEYS: tuple[str, ...] = (
     "rerank",
     "input",
     "synthetic",
-    "git_sha",
     "model_file",
     "model_md5",
     "data_md5",
-    "mlflow_run_id",
-    "train_run_id",
-    "pipeline_run",
-    "evaluated_at",
 )
 
 
@@ -131,9 +147,18 @@ def _comparison_section(
     ) -> list[str]:
         return [label] + [published_percent(paper.paper_value(table, b, m)) for b, m in keys]
 
+    def floor_rows() -> list[list[str]]:
+        """The colour-histogram floor and chance (Rank-1 only) under the same protocol, from diagnostics.json."""
+        floor = [FLOOR_ROW] + [_number(diagnostic(evaluations.get(b), "floor", m), percent) for b, m in columns]
+        chance = [CHANCE_ROW] + [
+            _number(diagnostic(evaluations.get(b), "chance_rank1"), percent) if m == "rank1" else DASH
+            for b, m in columns
+        ]
+        return [floor, chance]
+
     lines = [f"## {title}", ""]
     if synthetic:
-        lines += _table(header, [["Ours (synthetic data)"] + [ours(b, m) for b, m in columns]])
+        lines += _table(header, [["Ours (synthetic data)"] + [ours(b, m) for b, m in columns], *floor_rows()])
         reference = [(b, m) for b in benchmarks for m in metrics]
         lines += [
             "",
@@ -156,13 +181,14 @@ def _comparison_section(
             published(paper.SANET, "SANet (paper)", columns),
             ["Ours"] + [ours(b, m) for b, m in columns],
             diff,
+            *floor_rows(),
         ]
         lines += _table(header, rows)
     return [*lines, ""]
 
 
 def _full_metrics_section(evaluations: Mapping[str, Evaluation], benchmarks: Sequence[str], out_dir: Path) -> list[str]:
-    header = ["Benchmark", "Queries", "Gallery", *(LABELS[m] for m in METRICS), "Images/s", "Pictures"]
+    header = ["Benchmark", "Queries", "Gallery", *(LABELS[m] for m in METRICS), "Pictures"]
     rows = []
     for name in benchmarks:
         evaluation = evaluations.get(name)
@@ -174,18 +200,103 @@ def _full_metrics_section(evaluations: Mapping[str, Evaluation], benchmarks: Seq
             for label, file in (("ranked list", "ranked_list.png"), ("routing", "routing.png"))
             if (evaluation.folder / file).is_file()
         ]
-        speed = evaluation.metrics.get("images_per_second")
         rows.append(
             [
                 benchmark_name(name),
                 str(int(evaluation.metrics["num_query"])),
                 str(int(evaluation.metrics["num_gallery"])),
                 *(percent(evaluation.metrics[m]) for m in METRICS),
-                DASH if speed is None else f"{speed:.1f}",
                 ", ".join(pictures) or DASH,
             ]
         )
     return ["## Full metrics (ours)", "", *_table(header, rows), ""]
+
+
+def _number(value: Any, show: Callable[[float], str]) -> str:
+    """`show(value)` for a finite number, a dash for anything else (missing, None, not a number)."""
+    return show(float(value)) if is_number(value) else DASH
+
+
+def _routes(evaluation: Evaluation, role: str) -> str:
+    """`distinct (top share%)` of the route group of `role` (query or gallery), a dash without routes."""
+    groups = diagnostic(evaluation, "routing", "groups")
+    if not isinstance(groups, dict):
+        return DASH
+    group = next((g for g in groups.values() if isinstance(g, dict) and g.get("role") == role), None)
+    if group is None or not is_number(group.get("distinct_routes")) or not is_number(group.get("top_route_share")):
+        return DASH
+    return f"{int(group['distinct_routes'])} ({percent(group['top_route_share'])}%)"
+
+
+def _diagnostics_section(evaluations: Mapping[str, Evaluation], benchmarks: Sequence[str], out_dir: Path) -> list[str]:
+    """Per benchmark: visibility accuracy of the queries and mask variation per part, the AFE's routes and share,
+    and Rank-1 of the model's distance, the global branch alone, the colour floor and chance (`diagnostics.json`)."""
+    parts = [label for _, label in _DIAGNOSED_PARTS]
+
+    def part_rows(keys: Sequence[str], leaf: str, show: Callable[[float], str]) -> list[list[str]]:
+        rows = []
+        for name in benchmarks:
+            evaluation = evaluations.get(name)
+            if evaluation is None:
+                rows.append([benchmark_name(name), NOT_EVALUATED] + [DASH] * (len(parts) - 1))
+                continue
+            values = [diagnostic(evaluation, *keys, part, leaf) for part, _ in _DIAGNOSED_PARTS]
+            rows.append([benchmark_name(name), *(_number(value, show) for value in values)])
+        return rows
+
+    lines = [
+        "## Method diagnostics",
+        "",
+        "What the method's mechanisms do on each benchmark (`diagnostics.json` and `diagnostics.png` of each "
+        "evaluation; a dash where an evaluation has none, or a variant lacks the part or the module).",
+        "",
+        "Visibility accuracy of the queries (%): predicted visibility (Eq. 5) against the part-mask labels.",
+        "",
+        *_table(["Benchmark", *parts], part_rows(("visibility", "query"), "accuracy", percent)),
+        "",
+        "Mask variation: per part, the mean over mask cells of the standard deviation of the predicted probability "
+        "across images (0: the same mask for every image).",
+        "",
+        *_table(["Benchmark", *parts], part_rows(("masks", "all"), "std", lambda v: f"{v:.4f}")),
+        "",
+        "AFE and distances: distinct routes of the queries and of the gallery (with the most common route's share; "
+        "partial queries against holistic gallery on the partial benchmarks), the AFE's share of the features "
+        "(mean ||AFE(x) − x|| / ||x|| over images), and Rank-1 (%) of our distance (Eq. 7 unless "
+        "`evaluation.distance` says otherwise), of the global branch alone, of the no-network floor and of chance.",
+        "",
+    ]
+    header = [
+        "Benchmark",
+        "Routes (queries)",
+        "Routes (gallery)",
+        "AFE share",
+        "Ours Rank-1",
+        "Global-only Rank-1",
+        "Floor Rank-1",
+        "Chance Rank-1",
+        "Figure",
+    ]
+    rows = []
+    for name in benchmarks:
+        evaluation = evaluations.get(name)
+        if evaluation is None:
+            rows.append([benchmark_name(name), NOT_EVALUATED] + [DASH] * (len(header) - 2))
+            continue
+        figure = evaluation.folder / "diagnostics.png"
+        rows.append(
+            [
+                benchmark_name(name),
+                _routes(evaluation, "query"),
+                _routes(evaluation, "gallery"),
+                _number(diagnostic(evaluation, "afe", "share"), lambda v: f"{v:.3f}"),
+                _number(diagnostic(evaluation, "ranking", "model", "rank1"), percent),
+                _number(diagnostic(evaluation, "ranking", "global_only", "rank1"), percent),
+                _number(diagnostic(evaluation, "floor", "rank1"), percent),
+                _number(diagnostic(evaluation, "chance_rank1"), percent),
+                f"[diagnostics]({_link(figure, out_dir)})" if figure.is_file() else DASH,
+            ]
+        )
+    return [*lines, *_table(header, rows), ""]
 
 
 def _training_section(training: Training, params: Params, figure: str | None) -> list[str]:
@@ -197,10 +308,6 @@ def _training_section(training: Training, params: Params, figure: str | None) ->
             facts.append(f"{int(summary['epochs'])} epochs")
         if is_number(summary.get("steps")):
             facts.append(f"{int(summary['steps'])} steps")
-        if is_number(summary.get("train_seconds")):
-            facts.append(f"{summary['train_seconds']:.1f} s")
-        if is_number(summary.get("images_per_second")):
-            facts.append(f"{summary['images_per_second']:.1f} images/s")
         lines += [", ".join(facts) + ".", ""]
         blocks = [(label, summary.get(key)) for label, key in (("Untrained", "untrained"), ("Trained", "final"))]
         blocks = [(label, block) for label, block in blocks if isinstance(block, dict)]
@@ -233,7 +340,6 @@ def _ablation_table(
     header = [label, *extra_header, *(f"Ours {LABELS[m]}" for m in metrics)]
     if not synthetic:
         header += [*(f"Paper {LABELS[m]}" for m in metrics), *(f"Δ {LABELS[m]}" for m in metrics)]
-    header.append("MLflow run")
     rows = []
     for name, key, published in settings:
         run = search.runs.get(key)
@@ -248,7 +354,6 @@ def _ablation_table(
                 points_diff(run.metrics.get(m) if run else None, published.get(m) if published else None)
                 for m in metrics
             ]
-        row.append(f"`{run.run_id}`" if run else DASH)
         rows.append(row)
     lines = _table(header, rows)
     if synthetic:
@@ -378,7 +483,7 @@ def render_markdown(
     out: Path,
     figures: Mapping[str, Path],
 ) -> str:
-    """The report as Markdown: deterministic for the same inputs (dates come from the inputs, never the clock)."""
+    """The report as Markdown: deterministic for the same inputs (nothing run-dependent: module docstring)."""
     synthetic = is_synthetic(evaluations)
     benchmarks = list(params.data.evaluate)
     out_dir = Path(out).parent
@@ -396,8 +501,7 @@ def render_markdown(
     lines += [
         f"Model: variant {_code(run.get('variant'))}, backbone {_code(run.get('backbone'))}, profile "
         f"{_code(run.get('profile'))}, AFE {_code(run.get('afe_layers'))} layers with kernel "
-        f"{_code(run.get('afe_kernel'))}, distance {_code(run.get('distance'))}. Evaluated "
-        f"{', '.join(sorted({str(e.run.get('evaluated_at') or DASH) for e in evaluations.values()}))}.",
+        f"{_code(run.get('afe_kernel'))}, distance {_code(run.get('distance'))}.",
         "",
         "Numbers are percentages with one decimal"
         + ("" if synthetic else "; Δ is ours minus the paper's SANet, in points")
@@ -428,6 +532,7 @@ def render_markdown(
     lines += _full_metrics_section(evaluations, benchmarks, out_dir)
     if "cmc" in figures:
         lines += [f"![CMC curves]({_link(figures['cmc'], out_dir)})", ""]
+    lines += _diagnostics_section(evaluations, benchmarks, out_dir)
     if training is not None:
         figure = _link(figures["training"], out_dir) if "training" in figures else None
         lines += _training_section(training, params, figure)

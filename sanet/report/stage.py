@@ -1,6 +1,10 @@
 """The `report` stage (`run_report`): reads the inputs, searches the ablation runs, renders the Markdown, the
 terminal table and the figures, then writes them atomically inside one MLflow run (stage `report`) that logs them
-as artifacts with the headline metrics."""
+as artifacts with the headline metrics.
+
+The files are DVC outputs and hold nothing run-dependent (`sanet.report.markdown`); the report's MLflow run, its
+pipeline run and the MLflow runs of the ablations it shows go to the run's tags and to the git-ignored sidecar
+`<out stem>.provenance.json` (`reports/benchmark.provenance.json`, `sanet.provenance`)."""
 
 from __future__ import annotations
 
@@ -55,6 +59,7 @@ def run_report(
     """
     import mlflow
 
+    from sanet.provenance import read_sidecar, sidecar_path, write_sidecar
     from sanet.tracking import check_tracking_uri, log_file, pipeline_run_id, run_tags, start_run, tracking_uri
 
     uri = tracking_uri(params)
@@ -82,8 +87,15 @@ def run_report(
         "model_md5": str(primary.run.get("model_md5") or ""),
     }
     # SANET_PIPELINE_RUN when set, else the pipeline run of the evaluations (the model's), as the other stages do.
-    inherited = [e.run.get("pipeline_run") for e in (primary, *evaluations.values()) if e.run.get("pipeline_run")]
+    # (the evaluations' sidecars name it; an older run.json held it)
+    evaluated = {name: read_sidecar(sidecar_path(e.folder), e.run.get("model_md5")) for name, e in evaluations.items()}
+    inherited = [
+        str(value)
+        for e in (primary, *evaluations.values())
+        if (value := evaluated[e.benchmark].get("pipeline_run") or e.run.get("pipeline_run"))
+    ]
     extra["pipeline_run"] = pipeline_run_id(str(inherited[0]) if inherited else None)
+    ablation_runs = {"/".join(map(str, key)): found.run_id for key, found in sorted(search.runs.items())}
     tags = run_tags(
         params, data_md5=str(trained_on.run.get("data_md5") or "") if trained_on else "", stage="report", extra=extra
     )
@@ -100,8 +112,21 @@ def run_report(
         mlflow.log_metrics(
             {f"{name}/{metric}": e.metrics[metric] for name, e in evaluations.items() for metric in METRICS}
         )
+        sidecar = write_sidecar(
+            sidecar_path(out),
+            {
+                "mlflow_run_id": run.info.run_id,
+                "pipeline_run": extra["pipeline_run"],
+                "model_md5": extra["model_md5"],
+                "evaluation_run_ids": {name: found.get("mlflow_run_id") for name, found in evaluated.items()},
+                "ablation_run_ids": ablation_runs,
+            },
+        )
+        if ablation_runs:
+            mlflow.set_tag("ablation_runs", ",".join(f"{k}={v}" for k, v in ablation_runs.items()))
         log_file(out, "report")
         log_file(table_path, "report")
+        log_file(sidecar, "report")
         for path in written:
             log_file(path, "report/figures")
     return ReportResult(
