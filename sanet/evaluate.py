@@ -128,7 +128,7 @@ def run_evaluate(
     """
     from sanet.diagnostics import AFEShareMeter
     from sanet.engine.checkpoint import load_model_file
-    from sanet.engine.determinism import set_threads
+    from sanet.engine.determinism import threads_during
     from sanet.engine.features import evaluate_benchmark
     from sanet.metrics.ranking import NoValidQueryError
     from sanet.provenance import sidecar_path, training_sidecar, write_sidecar
@@ -149,9 +149,9 @@ def run_evaluate(
     torch_device = _device(device)
     model, trained, meta = load_model_file(model_file, map_location=torch_device)
     run_params = _evaluation_params(params, trained)
-    threads = set_threads(run_params.train.threads)  # the training's thread count: CPU features depend on it
     try:
-        with AFEShareMeter(model) as afe_meter:  # the AFE's share of the features, read during the extraction
+        # the training's thread count (CPU features depend on it); the caller's count comes back after it
+        with threads_during(run_params.train.threads) as threads, AFEShareMeter(model) as afe_meter:
             result = evaluate_benchmark(model, data, run_params, torch_device, progress=progress)
     except NoValidQueryError as exc:
         raise EvaluationError(f"{benchmark} under {params.data.root}: {exc}") from None

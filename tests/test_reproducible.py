@@ -68,6 +68,7 @@ def clones(tiny_data, template_db: Path, tmp_path_factory: pytest.TempPathFactor
             assert torch.get_num_threads() == threads  # train.threads is the training's, not the caller's
             model = Path("outputs/train/model.pt")
             evaluated = run_evaluate(params, "market1501", model, out_dir="reports/eval/market1501", progress=False)
+            assert torch.get_num_threads() == threads  # and so is the evaluation's
             reports = Path("reports")
             report = run_report(
                 params, reports / "eval", Path("outputs/train"), reports / "benchmark.md", reports / "figures"

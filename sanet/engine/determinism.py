@@ -17,9 +17,12 @@ training in our tests: it matters on CUDA.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
-__all__ = ["set_threads"]
+__all__ = ["set_threads", "threads_during"]
 
 
 def set_threads(threads: int) -> int:
@@ -27,3 +30,13 @@ def set_threads(threads: int) -> int:
     if threads > 0 and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+@contextmanager
+def threads_during(threads: int) -> Iterator[int]:
+    """`set_threads(threads)` for a block, the caller's count back after it: a stage's count is not its caller's."""
+    previous = torch.get_num_threads()
+    try:
+        yield set_threads(threads)
+    finally:
+        set_threads(previous)
