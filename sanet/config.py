@@ -190,6 +190,13 @@ class MFEParams(_Section):
     pool_mask: Literal["binary", "soft"] = Field(
         "binary", description="Eq. 4's m: binarised at 0.5 as HPNet does (no ID/triplet gradient into the mask) or soft"
     )
+    width: int = Field(
+        0,
+        ge=0,
+        le=4096,
+        description="0: every branch is a copy of the backbone's layer4 (the paper); N: a freshly initialised stage of "
+        "layer4's blocks with N output channels (from-scratch training only: a CPU demo's branches 3x cheaper)",
+    )
 
 
 class ModelParams(_Section):
@@ -208,6 +215,11 @@ class ModelParams(_Section):
     def _weights_exist(self) -> ModelParams:
         if self.imagenet_weights == "IMAGENET1K_V2" and self.backbone != "resnet50":
             raise ValueError(f"imagenet_weights IMAGENET1K_V2 exists for resnet50 only (backbone is {self.backbone})")
+        if self.mfe.width and self.pretrained != "none":
+            raise ValueError(
+                f"mfe.width {self.mfe.width} builds branches that no weight file initialises: it needs pretrained: "
+                f"none (pretrained is {self.pretrained!r}; mfe.width 0 copies the pretrained layer4 into every branch)"
+            )
         return self
 
 

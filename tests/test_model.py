@@ -281,6 +281,25 @@ def test_branches_are_unshared_copies_of_layer4_with_last_stride_one(raw: dict) 
     assert model.branches[0].layer4(torch.randn(1, 256, 4, 2)).shape == (1, 512, 4, 2)
 
 
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
+def test_narrow_branches_are_fresh_independent_stages_of_layer4s_blocks(raw: dict, backbone: str) -> None:
+    params = small_params(raw, f"model.backbone={backbone}", "model.mfe.width=64")
+    torch.manual_seed(0)
+    model = build_model(params, NUM_CLASSES)
+    reference = build_backbone(backbone, "none").layer4
+    trunk_channels = 256 if backbone == "resnet18" else 1024
+    for branch in model.branches:
+        assert [type(block) for block in branch.layer4] == [type(block) for block in reference]
+        assert branch.layer4(torch.randn(1, trunk_channels, 4, 2)).shape == (1, 64, 4, 2)  # stride 1, 64 channels
+        assert branch.classifier.in_features == branch.bnneck.num_features == 64
+    first, second = (branch.layer4[0].conv1.weight for branch in model.branches[:2])
+    assert not torch.equal(first, second)  # each branch draws its own initialisation
+    out = model.eval()(torch.randn(2, 3, HEIGHT, WIDTH))
+    assert out["features"].shape == (2, NUM_PARTS, 64) and model.feature_dim == 64
+    wide = build_model(small_params(raw, f"model.backbone={backbone}"), NUM_CLASSES)
+    assert count_parameters(model.branches) < count_parameters(wide.branches) / 8
+
+
 def test_the_loss_halves_within_30_steps_on_a_fixed_batch(raw: dict) -> None:
     model = small_model(raw, "sanet", 3, 3).train()
     images, pids, labels = batch(8)
@@ -385,7 +404,12 @@ def test_model_parameters_are_validated(raw: dict) -> None:
         resolve(raw, ["model.afe.temperature=0"])
     with pytest.raises(ConfigError, match=r"model\.mfe\.test_feature: "):
         resolve(raw, ["model.mfe.test_feature=mean"])
+    with pytest.raises(ConfigError, match=r"model: .*mfe\.width 64 .* needs pretrained: none"):
+        resolve(raw, ["profile=paper", "model.mfe.width=64"])
+    with pytest.raises(ConfigError, match=r"model\.mfe\.width: "):
+        resolve(raw, ["model.mfe.width=-1"])
     paper = resolve(raw, ["profile=paper"])
+    assert paper.model.mfe.width == 0  # the paper: every branch a copy of the pretrained layer4
     assert (paper.model.afe.width, paper.model.afe.hard, paper.model.mfe.test_feature) == (128, False, "pre_bn")
 
 

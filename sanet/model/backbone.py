@@ -142,6 +142,37 @@ def last_stride_one(layer: nn.Sequential) -> nn.Sequential:
     return layer
 
 
+def fresh_stage(like: nn.Sequential, in_channels: int, out_channels: int) -> nn.Sequential:
+    """A randomly initialised stage with `like`'s block type and count, stride 1 and `out_channels` output channels.
+
+    `model.mfe.width`: a branch narrower than layer4 for training from scratch, where a copy of layer4 brings no
+    weights worth keeping and costs most of the compute (five 512-channel stages against one trunk in ResNet-18).
+    Initialised as torchvision initialises a ResNet (He normal convolutions, unit BatchNorm).
+    """
+    block_type = type(like[0])
+    if block_type not in (BasicBlock, Bottleneck):
+        raise TypeError(f"unsupported block type {block_type.__name__}")
+    expansion = block_type.expansion
+    if out_channels % expansion:
+        raise ValueError(f"{block_type.__name__} stages need a multiple of {expansion} channels, got {out_channels}")
+    planes = out_channels // expansion
+    blocks: list[nn.Module] = []
+    for index in range(len(like)):
+        inputs = in_channels if index == 0 else out_channels
+        downsample = None
+        if inputs != out_channels:
+            downsample = nn.Sequential(nn.Conv2d(inputs, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
+        blocks.append(block_type(inputs, planes, downsample=downsample))
+    stage = nn.Sequential(*blocks)
+    for module in stage.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    return stage
+
+
 def build_backbone(name: str, pretrained: str = "none", imagenet_weights: str = "IMAGENET1K_V1") -> Backbone:
     """Build a torchvision ResNet, load its weights as `pretrained` says, and cut it after layer3.
 

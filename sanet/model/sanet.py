@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from sanet.model.afe import AFE, routing_from
-from sanet.model.backbone import Backbone, build_backbone, last_stride_one
+from sanet.model.backbone import Backbone, build_backbone, fresh_stage, last_stride_one
 from sanet.model.mfe import PartBranch
 from sanet.parts import LOCAL_PARTS, NUM_PARTS, PARTS
 
@@ -90,11 +90,15 @@ class SANet(nn.Module):
                 hard=afe.hard,
                 residual=afe.residual,
             )
-        self.feature_dim = backbone.out_channels
+        self.feature_dim = mfe.width or backbone.out_channels
+
+        def branch_stage() -> nn.Module:
+            if mfe.width:  # from scratch: a narrower stage of its own, initialised independently per branch
+                return fresh_stage(backbone.layer4, backbone.trunk_channels, mfe.width)
+            return last_stride_one(backbone.layer4)
+
         self.branches = nn.ModuleList(
-            PartBranch(
-                last_stride_one(backbone.layer4), backbone.out_channels, mfe.seg_channels, num_classes, mfe.pool_mask
-            )
+            PartBranch(branch_stage(), self.feature_dim, mfe.seg_channels, num_classes, mfe.pool_mask)
             for _ in self.parts
         )
 
