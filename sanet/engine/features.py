@@ -34,6 +34,7 @@ __all__ = [
     "autocast_dtype",
     "evaluate_benchmark",
     "extract_features",
+    "extract_with",
 ]
 
 
@@ -148,6 +149,30 @@ class EvaluationResult:
     ranking: RankingResult | None = None  # per-query AP, first-match rank, validity
 
 
+def extract_with(
+    model: nn.Module,
+    records: list[ImageRecord],
+    params: Params,
+    device: torch.device,
+    progress: bool,
+    desc: str,
+    spans: list[RowSpan | None] | None = None,
+) -> Extracted:
+    """`extract_features` at the input size, batch, workers and AMP setting `params` give."""
+    return extract_features(
+        model,
+        records,
+        (params.input.height, params.input.width),
+        device,
+        batch_size=params.evaluation.batch_size,
+        workers=params.data.workers,
+        amp=params.train.amp,
+        progress=progress,
+        desc=desc,
+        spans=spans,
+    )
+
+
 def evaluate_benchmark(
     model: nn.Module,
     benchmark: ReIDBenchmark,
@@ -157,17 +182,7 @@ def evaluate_benchmark(
 ) -> EvaluationResult:
     """Extract query then gallery features and rank them with the evaluator `params.evaluation` describes."""
     records = [*benchmark.query, *benchmark.gallery]
-    extracted = extract_features(
-        model,
-        records,
-        (params.input.height, params.input.width),
-        device,
-        batch_size=params.evaluation.batch_size,
-        workers=params.data.workers,
-        amp=params.train.amp,
-        progress=progress,
-        desc=f"features {benchmark.name}",
-    )
+    extracted = extract_with(model, records, params, device, progress, f"features {benchmark.name}")
     evaluator = build_evaluator(params.evaluation, num_query=len(benchmark.query))
     evaluator.process(
         {

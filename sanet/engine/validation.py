@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from sanet.data.holdout import HoldoutSplit, partial_queries
-from sanet.engine.features import EvaluationResult, Extracted, evaluate_benchmark, extract_features
+from sanet.engine.features import EvaluationResult, Extracted, evaluate_benchmark, extract_with
 from sanet.metrics.evaluator import build_evaluator
 
 if TYPE_CHECKING:
@@ -71,18 +71,9 @@ def evaluate_validation(
         return result
     holistic = result.extracted  # benchmark.images order: queries, then gallery
     crops = partial_queries(benchmark)
-    partial = extract_features(
-        model,
-        [crop.record for crop in crops],
-        (params.input.height, params.input.width),
-        device,
-        batch_size=params.evaluation.batch_size,
-        workers=params.data.workers,
-        amp=params.train.amp,
-        progress=progress,
-        desc=f"features {benchmark.name}, partial queries",
-        spans=[crop.span for crop in crops],
-    )
+    records, spans = [crop.record for crop in crops], [crop.span for crop in crops]
+    desc = f"features {benchmark.name}, partial queries"
+    partial = extract_with(model, records, params, device, progress, desc, spans)
     whole, part = _rank(params, holistic, holistic), _rank(params, partial, holistic)
     metrics = result.metrics
     metrics["holistic_rank1"], metrics["holistic_mAP"] = whole["rank1"], whole["mAP"]
