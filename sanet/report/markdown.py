@@ -187,28 +187,38 @@ def _comparison_section(
     return [*lines, ""]
 
 
-def _full_metrics_section(evaluations: Mapping[str, Evaluation], benchmarks: Sequence[str], out_dir: Path) -> list[str]:
-    header = ["Benchmark", "Queries", "Gallery", *(LABELS[m] for m in METRICS), "Pictures"]
+def _benchmark_rows(
+    evaluations: Mapping[str, Evaluation],
+    benchmarks: Sequence[str],
+    columns: int,
+    cells: Callable[[Evaluation], list[str]],
+) -> list[list[str]]:
+    """One row per benchmark: its name, then `cells(evaluation)`, or "not evaluated" and dashes over `columns`."""
     rows = []
     for name in benchmarks:
         evaluation = evaluations.get(name)
-        if evaluation is None:
-            rows.append([benchmark_name(name), NOT_EVALUATED] + [DASH] * (len(header) - 2))
-            continue
+        rest = cells(evaluation) if evaluation is not None else [NOT_EVALUATED] + [DASH] * (columns - 2)
+        rows.append([benchmark_name(name), *rest])
+    return rows
+
+
+def _full_metrics_section(evaluations: Mapping[str, Evaluation], benchmarks: Sequence[str], out_dir: Path) -> list[str]:
+    header = ["Benchmark", "Queries", "Gallery", *(LABELS[m] for m in METRICS), "Pictures"]
+
+    def cells(evaluation: Evaluation) -> list[str]:
         pictures = [
             f"[{label}]({_link(evaluation.folder / file, out_dir)})"
             for label, file in (("ranked list", "ranked_list.png"), ("routing", "routing.png"))
             if (evaluation.folder / file).is_file()
         ]
-        rows.append(
-            [
-                benchmark_name(name),
-                str(int(evaluation.metrics["num_query"])),
-                str(int(evaluation.metrics["num_gallery"])),
-                *(percent(evaluation.metrics[m]) for m in METRICS),
-                ", ".join(pictures) or DASH,
-            ]
-        )
+        return [
+            str(int(evaluation.metrics["num_query"])),
+            str(int(evaluation.metrics["num_gallery"])),
+            *(percent(evaluation.metrics[m]) for m in METRICS),
+            ", ".join(pictures) or DASH,
+        ]
+
+    rows = _benchmark_rows(evaluations, benchmarks, len(header), cells)
     return ["## Full metrics (ours)", "", *_table(header, rows), ""]
 
 
@@ -234,15 +244,10 @@ def _diagnostics_section(evaluations: Mapping[str, Evaluation], benchmarks: Sequ
     parts = [label for _, label in _DIAGNOSED_PARTS]
 
     def part_rows(keys: Sequence[str], leaf: str, show: Callable[[float], str]) -> list[list[str]]:
-        rows = []
-        for name in benchmarks:
-            evaluation = evaluations.get(name)
-            if evaluation is None:
-                rows.append([benchmark_name(name), NOT_EVALUATED] + [DASH] * (len(parts) - 1))
-                continue
-            values = [diagnostic(evaluation, *keys, part, leaf) for part, _ in _DIAGNOSED_PARTS]
-            rows.append([benchmark_name(name), *(_number(value, show) for value in values)])
-        return rows
+        def cells(evaluation: Evaluation) -> list[str]:
+            return [_number(diagnostic(evaluation, *keys, part, leaf), show) for part, _ in _DIAGNOSED_PARTS]
+
+        return _benchmark_rows(evaluations, benchmarks, len(parts) + 1, cells)
 
     lines = [
         "## Method diagnostics",
@@ -276,27 +281,21 @@ def _diagnostics_section(evaluations: Mapping[str, Evaluation], benchmarks: Sequ
         "Chance Rank-1",
         "Figure",
     ]
-    rows = []
-    for name in benchmarks:
-        evaluation = evaluations.get(name)
-        if evaluation is None:
-            rows.append([benchmark_name(name), NOT_EVALUATED] + [DASH] * (len(header) - 2))
-            continue
+
+    def cells(evaluation: Evaluation) -> list[str]:
         figure = evaluation.folder / "diagnostics.png"
-        rows.append(
-            [
-                benchmark_name(name),
-                _routes(evaluation, "query"),
-                _routes(evaluation, "gallery"),
-                _number(diagnostic(evaluation, "afe", "share"), lambda v: f"{v:.3f}"),
-                _number(diagnostic(evaluation, "ranking", "model", "rank1"), percent),
-                _number(diagnostic(evaluation, "ranking", "global_only", "rank1"), percent),
-                _number(diagnostic(evaluation, "floor", "rank1"), percent),
-                _number(diagnostic(evaluation, "chance_rank1"), percent),
-                f"[diagnostics]({_link(figure, out_dir)})" if figure.is_file() else DASH,
-            ]
-        )
-    return [*lines, *_table(header, rows), ""]
+        return [
+            _routes(evaluation, "query"),
+            _routes(evaluation, "gallery"),
+            _number(diagnostic(evaluation, "afe", "share"), lambda v: f"{v:.3f}"),
+            _number(diagnostic(evaluation, "ranking", "model", "rank1"), percent),
+            _number(diagnostic(evaluation, "ranking", "global_only", "rank1"), percent),
+            _number(diagnostic(evaluation, "floor", "rank1"), percent),
+            _number(diagnostic(evaluation, "chance_rank1"), percent),
+            f"[diagnostics]({_link(figure, out_dir)})" if figure.is_file() else DASH,
+        ]
+
+    return [*lines, *_table(header, _benchmark_rows(evaluations, benchmarks, len(header), cells)), ""]
 
 
 def _training_section(training: Training, params: Params, figure: str | None) -> list[str]:
