@@ -37,8 +37,8 @@ def test_demo_profile_applies_on_top_and_keeps_the_methods_hyperparameters(raw: 
     demo = resolve(raw)
     assert demo.profile == "demo"
     assert demo.model.backbone == "resnet18" and demo.model.pretrained == "none"
-    assert (demo.input.height, demo.input.width) == (64, 32)
-    assert demo.train.epochs < 150 and demo.train.lr == 0.02 and demo.loss.focal_weight == 10.0
+    assert (demo.input.height, demo.input.width) == (128, 64) and demo.model.mfe.width == 128
+    assert demo.train.epochs < 150 and demo.train.lr == 0.04 and demo.loss.focal_weight == 5.0
     assert (demo.model.afe.layers, demo.model.afe.kernel, demo.loss.triplet_weight) == (5, 3, 0.1)
 
 

@@ -22,7 +22,13 @@ from sanet.parts import GLOBAL_INDEX, NUM_PARTS
 
 REPO = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH, NUM_CLASSES = 64, 32, 4
-SMALL = ["model.backbone=resnet18", "model.pretrained=none", "model.afe.width=8", "model.mfe.seg_channels=8"]
+SMALL = [
+    "model.backbone=resnet18",
+    "model.pretrained=none",
+    "model.afe.width=8",
+    "model.mfe.seg_channels=8",
+    "model.mfe.width=0",  # the paper's branches: layer4 copies (the demo profile's narrow ones have their own test)
+]
 
 # hpnet and global have no AFE, so one case each; the AFE variants over Table 4's grid (layers x kernel).
 CASES = [("hpnet", 5, 3), ("global", 5, 3)] + [
@@ -351,7 +357,8 @@ def test_missing_weights_through_the_cli_exit_2_without_traceback(
     torch_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(REPO)
-    assert main(["model", "check", "--set", "model.pretrained=imagenet"]) == 2
+    # the demo's narrow branches have no pretrained weights: the paper's layer4 copies go with ImageNet weights
+    assert main(["model", "check", "--set", "model.pretrained=imagenet", "--set", "model.mfe.width=0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sanet model: error: ImageNet weights for resnet18") and "Traceback" not in err
     assert str(torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in err
@@ -442,5 +449,5 @@ def test_model_summary_command(capsys: pytest.CaptureFixture[str], monkeypatch: 
     argv = ["model", "summary", "--layers", "3", "--kernels", "1", "--variants", "global", "sanet", *overrides]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "resnet18, input 64x32" in out
+    assert "resnet18, input 128x64" in out  # the demo profile's input
     assert [line.split()[0] for line in out.splitlines()[2:]] == ["global", "sanet"]
