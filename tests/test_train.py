@@ -106,7 +106,7 @@ def test_training_writes_its_outputs_and_one_complete_mlflow_run(tiny_data, tmp_
     run = runs[0]
     assert run.info.status == "FINISHED" and run.info.run_id == result.run_id
     assert run.data.params["afe_layers"] == "2" and run.data.params["triplet_weight"] == "0.1"
-    assert run.data.params["lr"] == "0.02" and run.data.params["variant"] == "sanet"
+    assert run.data.params["lr"] == str(params.train.lr) and run.data.params["variant"] == "sanet"
     assert {"git_sha", "data_md5", "variant"} <= set(run.data.tags) and run.data.tags["variant"] == "sanet"
     assert len(run.data.tags["data_md5"]) == 32
     assert run.data.tags["model_md5"] == provenance["model_md5"]  # how `sanet register` finds this run
