@@ -156,7 +156,7 @@ def test_interrupted_and_resumed_training_ends_with_identical_weights(tiny_data,
 
 
 def test_resuming_under_other_training_parameters_is_refused(tiny_data, tmp_path: Path) -> None:
-    params = tiny_params(tiny_data, tmp_path, "train.eval_untrained=false")
+    params = tiny_params(tiny_data, tmp_path, "train.eval_untrained=false", "train.lr=0.02")
     train(params, out_dir=tmp_path / "out", device="cpu", progress=False, stop_after_steps=1)
     changed = tiny_params(tiny_data, tmp_path, "train.eval_untrained=false", "train.lr=0.05")
     with pytest.raises(CheckpointError, match=r"train\.lr: 0\.02 in the checkpoint, 0\.05 now[\s\S]*--fresh"):
