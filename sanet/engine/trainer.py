@@ -69,7 +69,7 @@ from sanet.engine.checkpoint import (
     training_tree,
     unwrap,
 )
-from sanet.engine.determinism import set_threads
+from sanet.engine.determinism import threads_during
 from sanet.engine.distributed import DistContext, init_distributed, shutdown_distributed
 from sanet.engine.errors import CheckpointError, TrainingError
 from sanet.engine.features import EvaluationResult, autocast_dtype
@@ -164,8 +164,9 @@ class _StopOnSignal:
 
 
 def _configure_determinism(params: Params, device: torch.device) -> int:
-    """Fix the CPU thread count (`train.threads`) and the algorithms; returns the intra-op threads in use."""
-    threads = set_threads(params.train.threads)
+    """Fix the algorithms (`train.deterministic`); returns the intra-op threads in use (`train.threads`, set by
+    `train`)."""
+    threads = torch.get_num_threads()
     if params.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=False)
         torch.backends.cudnn.benchmark = False
@@ -346,15 +347,14 @@ def train(
         WeightsError): all before the first step, except a diverging loss.
     """
     ctx = init_distributed(device)
-    threads = torch.get_num_threads()  # train.threads applies to this call: a caller's own count comes back after it
     try:
-        with _StopOnSignal() as stop:
+        # train.threads applies to this call: a caller's own count comes back after it
+        with threads_during(params.train.threads), _StopOnSignal() as stop:
             trainer = _Trainer(params, ctx, Path(out_dir or params.train.out_dir), progress and ctx.is_main)
             trainer.restart_stale = restart_stale
             trainer.hooks = hooks or TrainHooks()
             return trainer.run(resume, stop, stop_after_steps)
     finally:
-        set_threads(threads)
         shutdown_distributed()
 
 
