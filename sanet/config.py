@@ -356,6 +356,11 @@ class PartialViewParams(_Section):
         max_length=2,
         description="[low, high] range of the occluder's top row (fraction of the height); it reaches the bottom",
     )
+    labels: Literal["rows", "keypoints"] = Field(
+        "rows",
+        description="keypoints: a view's parts are visible as the mask stage would label the view (its rule on the "
+        "keypoints the view shows); rows: the cut or painted rows only leave the masks",
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> PartialViewParams:

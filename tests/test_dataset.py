@@ -64,7 +64,8 @@ class Split:
         if store_files is not None:
             keep = names[store_files]
             rows = [names.index(n) for n in keep]
-            write_folder(self.out, FOLDER, keep, self.masks[rows], np.zeros((len(keep), 17, 3)), ["person"] * len(keep))
+            kps, status = np.zeros((len(keep), 17, 3)), ["person"] * len(keep)
+            write_folder(self.out, FOLDER, keep, self.masks[rows], kps, status, {"min_confidence": 0.3, "min_area": 0})
 
     def store(self) -> MaskStore:
         return MaskStore(self.out, self.root)

@@ -1,10 +1,11 @@
 """Torch datasets over benchmark records: training images with their part-mask labels, and test images.
 
-:class:`TrainDataset` pairs each training image with its stored part masks (:mod:`sanet.masks.store`) and augments
-both together (:class:`sanet.data.transforms.TrainTransform`). Its items are addressed by ``(index, sample_seed)``
-pairs, as :class:`sanet.data.sampler.IdentityBatchSampler` yields them, so the augmentation of every item is fixed by
-the sampler's seed: the same batches come out whatever the number of DataLoader workers, and a resumed run sees
-the images it would have seen. :class:`ImageDataset` serves test images for feature extraction.
+:class:`TrainDataset` pairs each training image with its stored part masks and keypoints (:mod:`sanet.masks.store`)
+and augments them together (:class:`sanet.data.transforms.TrainTransform`; the keypoints relabel partial views).
+Its items are addressed by ``(index, sample_seed)`` pairs, as :class:`sanet.data.sampler.IdentityBatchSampler`
+yields them, so the augmentation of every item is fixed by the sampler's seed: the same batches come out whatever
+the number of DataLoader workers, and a resumed run sees the images it would have seen. :class:`ImageDataset` serves
+test images for feature extraction.
 
 Items are dicts of tensors, which the default collate function stacks into batch dicts (``batch["images"]`` ...).
 """
@@ -21,7 +22,7 @@ from torch.utils.data import Dataset
 
 from sanet.data.benchmarks import BENCHMARKS, ImageRecord
 from sanet.data.partial import RowSpan, crop_rows
-from sanet.data.transforms import TestTransform, TrainTransform, decode_image
+from sanet.data.transforms import PersonKeypoints, TestTransform, TrainTransform, decode_image
 from sanet.masks.errors import MasksError
 from sanet.masks.store import MaskStore
 
@@ -116,8 +117,9 @@ class TrainDataset(Dataset[dict[str, Tensor]]):
         record = self.records[index]
         image = decode_image(record.path)
         masks = torch.from_numpy(self.masks.masks(record.path))
+        person = PersonKeypoints(self.masks.keypoints(record.path), self.masks.label_rule(record.path))
         generator = torch.Generator().manual_seed(int(sample_seed))
-        images, labels = self.transform(image, masks, generator)
+        images, labels = self.transform(image, masks, generator, person)
         return {"images": images, "mask_labels": labels, **_label(record.pid, record.camid, index)}
 
     def __getstate__(self) -> dict[str, Any]:

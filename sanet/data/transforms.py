@@ -15,6 +15,12 @@ so that the segmentation heads learn masks that sit where the person's parts are
    from the ground up as in Partial-REID's occluded images, and cleared from every mask;
 5. random erasing (Zhong et al.): a rectangle of random pixels; it is also cleared from every mask, because those
    pixels no longer show the person;
+5b. after a partial view, an occlusion or an erasing, with ``augment.partial.labels: keypoints`` and the person's
+   stored keypoints (:class:`PersonKeypoints`): the parts that the mask stage would not label visible in this view
+   leave the labels entirely. The keypoints follow steps 0-3; the ones outside the view, or under the occluder or the
+   erased box, are missing; the stage's own rule (:class:`sanet.masks.part_masks.LabelRule`) then decides. So the
+   thigh tops above an occluder that hides the knees are no lower body, exactly as the stage labels an occluded
+   probe (a knee behind an occluder is missing, while one the crop cut off is extrapolated);
 6. ImageNet normalisation of the image, and area averaging of the masks over ``label_stride`` x ``label_stride``
    blocks into soft labels in [0, 1].
 
@@ -32,6 +38,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
@@ -43,6 +50,7 @@ from torchvision.transforms import InterpolationMode
 from sanet.config import AugmentParams
 from sanet.data.benchmarks import CorruptImageError
 from sanet.data.partial import RowSpan, crop_rows, occlude_rows, sample_extent
+from sanet.masks.part_masks import LabelRule
 from sanet.parts import NUM_PARTS
 
 __all__ = [
@@ -51,6 +59,7 @@ __all__ = [
     "ColorFactors",
     "EraseBox",
     "Occlusion",
+    "PersonKeypoints",
     "TestTransform",
     "TrainSample",
     "TrainTransform",
@@ -170,6 +179,15 @@ class Occlusion:
 
 
 @dataclass(frozen=True)
+class PersonKeypoints:
+    """The person's stored keypoints (17, 3: x, y, confidence in the stored image's pixels) and the mask stage's
+    rule that drew the masks from them: what relabels a partial view (step 5b)."""
+
+    keypoints: np.ndarray
+    rule: LabelRule
+
+
+@dataclass(frozen=True)
 class TrainSample:
     """Every random choice of one training transform.
 
@@ -217,8 +235,10 @@ class TrainTransform:
         """(h, w) of the mask labels."""
         return self.size[0] // self.label_stride, self.size[1] // self.label_stride
 
-    def __call__(self, image: Tensor, masks: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        return self.apply(image, masks, self.sample(generator, rows=image.shape[-2]))
+    def __call__(
+        self, image: Tensor, masks: Tensor, generator: torch.Generator, person: PersonKeypoints | None = None
+    ) -> tuple[Tensor, Tensor]:
+        return self.apply(image, masks, self.sample(generator, rows=image.shape[-2]), person)
 
     def sample(self, generator: torch.Generator, rows: int | None = None) -> TrainSample:
         """Draw the random choices of one transform from ``generator`` (and nothing else); ``rows`` is the stored
@@ -270,11 +290,14 @@ class TrainTransform:
                 return EraseBox(top=top, left=left, height=h, width=w, fill_seed=fill_seed)
         return None
 
-    def augment_uint8(self, image: Tensor, masks: Tensor, sample: TrainSample) -> tuple[Tensor, Tensor]:
-        """Steps 1-5 at full resolution: uint8 (3, H, W) image and uint8 (5, H, W) {0, 1} masks."""
+    def augment_uint8(
+        self, image: Tensor, masks: Tensor, sample: TrainSample, person: PersonKeypoints | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Steps 0-5b at full resolution: uint8 (3, H, W) image and uint8 (5, H, W) {0, 1} masks."""
         _check_image(image)
         if masks.ndim != 3 or masks.shape[0] != NUM_PARTS:
             raise ValueError(f"expected ({NUM_PARTS}, mh, mw) masks, got {tuple(masks.shape)}")
+        stored_size = (image.shape[-2], image.shape[-1])
         if sample.crop is not None:
             image, masks = self._crop(image, masks, sample.crop)
         image = resize_image(image, self.size)
@@ -300,7 +323,42 @@ class TrainTransform:
             fill = torch.Generator().manual_seed(box.fill_seed)
             image[:, rows, cols] = torch.randint(0, 256, (3, box.height, box.width), generator=fill, dtype=torch.uint8)
             masks[:, rows, cols] = 0
+        partial_view = sample.crop is not None or sample.occlusion is not None or sample.erase is not None
+        if person is not None and partial_view and self.augment.partial.labels == "keypoints":
+            points = self.view_keypoints(person.keypoints, sample, stored_size)
+            shown = person.rule.visible(points, (self.size[1], self.size[0]))
+            masks = masks * torch.from_numpy(shown).to(masks.dtype).view(NUM_PARTS, 1, 1)
         return image.contiguous(), masks.contiguous()
+
+    def view_keypoints(self, keypoints: np.ndarray, sample: TrainSample, stored_size: tuple[int, int]) -> np.ndarray:
+        """The (17, 3) keypoints of a stored image of (height, width) ``stored_size`` moved as steps 0-3 move its
+        pixels, in output pixels; the ones outside the output, under the occluder or in the erased box get
+        confidence 0 (missing), as the synthetic benchmark and a keypoint detector would leave them."""
+        points = np.array(keypoints, dtype=np.float64, copy=True)
+        if points.shape != (17, 3):
+            raise ValueError(f"expected (17, 3) keypoints (x, y, confidence), got shape {points.shape}")
+        x, y, confidence = points[:, 0], points[:, 1], points[:, 2]
+        rows, cols = stored_size
+        if sample.crop is not None:
+            confidence[(y < sample.crop.top) | (y >= sample.crop.bottom)] = 0
+            y -= sample.crop.top
+            rows = sample.crop.height
+        height, width = self.size
+        x *= width / cols
+        y *= height / rows
+        if sample.flip:
+            x[:] = width - x
+        pad = self.augment.pad
+        x += pad - sample.left
+        y += pad - sample.top
+        confidence[(x < 0) | (x >= width) | (y < 0) | (y >= height)] = 0
+        if sample.occlusion is not None:
+            confidence[(y >= sample.occlusion.span.top) & (y < sample.occlusion.span.bottom)] = 0
+        if sample.erase is not None:
+            box = sample.erase
+            inside = (y >= box.top) & (y < box.top + box.height) & (x >= box.left) & (x < box.left + box.width)
+            confidence[inside] = 0
+        return points
 
     @staticmethod
     def _crop(image: Tensor, masks: Tensor, span: RowSpan) -> tuple[Tensor, Tensor]:
@@ -326,9 +384,12 @@ class TrainTransform:
             image = TF.adjust_hue(image, color.hue)
         return image
 
-    def apply(self, image: Tensor, masks: Tensor, sample: TrainSample) -> tuple[Tensor, Tensor]:
-        """Replay ``sample`` on an image and its masks: (normalised float32 image, float32 soft mask labels)."""
-        image, masks = self.augment_uint8(image, masks, sample)
+    def apply(
+        self, image: Tensor, masks: Tensor, sample: TrainSample, person: PersonKeypoints | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Replay ``sample`` on an image and its masks (and its keypoints, for step 5b): (normalised float32 image,
+        float32 soft mask labels)."""
+        image, masks = self.augment_uint8(image, masks, sample, person)
         labels = F.avg_pool2d(masks.float(), self.label_stride) if self.label_stride > 1 else masks.float()
         return normalize(image), labels
 

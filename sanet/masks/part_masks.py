@@ -33,6 +33,7 @@ which body parts an image shows, from OpenPifPaf keypoints):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,6 +43,7 @@ from sanet.parts import NUM_PARTS, PARTS
 __all__ = [
     "PART_GROUPS",
     "SUPERSAMPLE",
+    "LabelRule",
     "keypoint_scale",
     "part_masks",
     "visibility",
@@ -274,3 +276,23 @@ def part_masks(
 def visibility(masks: np.ndarray) -> np.ndarray:
     """(..., 5, H, W) masks -> (..., 5) bool: a part is visible when its mask is not empty."""
     return masks.reshape(*masks.shape[:-2], -1).any(axis=-1)
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """The settings the mask stage labelled a folder with (its `index.json`), so that a view of one of its images
+    (a crop, an occluder) can be labelled exactly as the stage would label that view.
+
+    Attributes:
+        min_confidence: keypoints below it are missing.
+        min_area: smaller parts are not visible.
+        size: (height, width) of the stored masks.
+    """
+
+    min_confidence: float
+    min_area: float
+    size: tuple[int, int]
+
+    def visible(self, keypoints: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+        """(5,) bool: the parts the stage's masks would show for `keypoints` in an image of (width, height)."""
+        return visibility(part_masks(keypoints, image_size, self.size, self.min_confidence, self.min_area))

@@ -41,6 +41,7 @@ import numpy as np
 
 from sanet.atomic import atomic_write
 from sanet.masks.errors import MasksError
+from sanet.masks.part_masks import LabelRule
 from sanet.parts import NUM_PARTS, PARTS
 
 __all__ = ["FORMAT_VERSION", "INDEX_FILE", "STATUSES", "FolderMasks", "MaskStore", "write_folder"]
@@ -139,6 +140,19 @@ class FolderMasks:
     def __len__(self) -> int:
         return len(self.files)
 
+    @functools.cached_property
+    def rule(self) -> LabelRule:
+        """How the mask stage labelled this folder (keypoint confidence, minimum area, mask size)."""
+        try:
+            return LabelRule(
+                float(self.index["min_confidence"]), float(self.index["min_area"]), (self.height, self.width)
+            )
+        except (KeyError, TypeError, ValueError):
+            raise MasksError(
+                f"{self.path / INDEX_FILE} does not record the mask stage's min_confidence and min_area; "
+                "rerun `sanet masks`"
+            ) from None
+
     def masks(self, row: int) -> np.ndarray:
         """(5, H, W) uint8 {0, 1} masks of one row."""
         return np.unpackbits(self.packed[row], axis=-1, count=self.width)
@@ -215,6 +229,11 @@ class MaskStore:
         """(17, 3) keypoints (x, y, confidence) of the person the masks were drawn from (zeros if none)."""
         stored, row = self._locate(image_path)
         return np.array(stored.keypoints[row])
+
+    def label_rule(self, image_path: str | Path) -> LabelRule:
+        """How the mask stage labelled the image's folder: relabels views of the image as the stage would."""
+        stored, _ = self._locate(image_path)
+        return stored.rule
 
     def visible(self, image_path: str | Path) -> np.ndarray:
         """(5,) bool: which parts the image shows."""
