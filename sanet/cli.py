@@ -17,6 +17,7 @@ import sanet  # noqa: F401  (sets the no-telemetry environment before mlflow or 
 from sanet.config import DEFAULT_PARAMS_FILE, ConfigError, Params, load_params, to_yaml
 from sanet.data.benchmarks import BENCHMARKS, BenchmarkError, available_benchmarks, build_benchmark, format_statistics
 from sanet.data.synthetic import OverwriteError, write_contact_sheet, write_synthetic
+from sanet.engine.cpu_kernels import pin_cpu_kernels  # torch-free until torch is imported
 from sanet.engine.errors import CheckpointError, DistributedError, TrainingError  # torch-free
 from sanet.errors import EvaluationError, PlotsError, ReportError, StorageError  # torch-free
 from sanet.hpo import SPACES, HPOError  # torch-, optuna- and mlflow-free
@@ -28,6 +29,8 @@ from sanet.tracking import TrackingError  # mlflow-free: mlflow is imported only
 
 EXIT_USAGE = 2
 BENCHMARK_NAMES = list(BENCHMARKS)
+# the commands whose results are CPU arithmetic: they run the kernels train.cpu_kernels names
+KERNEL_COMMANDS = frozenset({"train", "evaluate", "hpo"})
 
 
 def _common() -> argparse.ArgumentParser:
@@ -499,6 +502,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace, Params], int] = args.func
     try:
         params = load_params(args.params, args.overrides)
+        if args.command in KERNEL_COMMANDS:  # before the command imports torch (sanet.engine.cpu_kernels)
+            pin_cpu_kernels(params.train.cpu_kernels)
         return func(args, params)
     except (
         ConfigError,

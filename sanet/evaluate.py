@@ -128,6 +128,7 @@ def run_evaluate(
     """
     from sanet.diagnostics import AFEShareMeter
     from sanet.engine.checkpoint import load_model_file
+    from sanet.engine.cpu_kernels import describe_cpu_kernels
     from sanet.engine.determinism import threads_during
     from sanet.engine.features import evaluate_benchmark
     from sanet.metrics.ranking import NoValidQueryError
@@ -193,6 +194,7 @@ def run_evaluate(
         "evaluated_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "device": torch_device.type,
         "threads": threads,
+        "cpu_kernels": describe_cpu_kernels(),
         "images_per_second": round(speed, 1) if np.isfinite(speed) else None,
     }
 
@@ -335,6 +337,7 @@ def _log_to_mlflow(
             "model_md5": run_info["model_md5"],
             "synthetic": str(run_info["synthetic"]).lower(),
             "threads": str(provenance["threads"]),
+            "cpu_kernels": provenance["cpu_kernels"],
             **({"train_run_id": provenance["train_run_id"]} if provenance["train_run_id"] else {}),
         },
     )

@@ -58,10 +58,12 @@ def hpo_worker_step(
     weights_uri: str = "",
 ) -> WorkerStep:
     """One Optuna worker: trials of `space` until the study holds `trials` (0: `hpo.trials`), all workers together."""
+    from sanet.engine.cpu_kernels import pin_cpu_kernels
     from sanet.hpo import run_worker
 
     with step_scratch() as scratch, pipeline_run_tag(pipeline_run):
         params = step_params(params_file, overrides, scratch)
+        pin_cpu_kernels(params.train.cpu_kernels)  # as `sanet hpo` does, before torch runs
         with weights(weights_uri, scratch):  # after the parameters are validated
             download(data_uri, params.data.root)
             download(masks_uri, params.masks.out_dir)

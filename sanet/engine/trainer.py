@@ -69,6 +69,7 @@ from sanet.engine.checkpoint import (
     training_tree,
     unwrap,
 )
+from sanet.engine.cpu_kernels import describe_cpu_kernels
 from sanet.engine.determinism import threads_during
 from sanet.engine.distributed import DistContext, init_distributed, shutdown_distributed
 from sanet.engine.errors import CheckpointError, TrainingError
@@ -579,6 +580,7 @@ class _Trainer:
                     "world_size": str(ctx.world_size),
                     "device": ctx.device.type,
                     "threads": str(self.threads),
+                    "cpu_kernels": describe_cpu_kernels(),
                     "pipeline_run": self.pipeline_run,
                 },
             )
@@ -773,6 +775,7 @@ class _Trainer:
                 "device": self.ctx.device.type,
                 "world_size": self.ctx.world_size,
                 "threads": self.threads,
+                "cpu_kernels": describe_cpu_kernels(),
                 "resumed_from": result.resumed_from,
                 "images_per_second": measured(result.images_per_second, 2),
                 "train_seconds": measured(self.train_seconds, 1),

@@ -1,0 +1,82 @@
+"""train.cpu_kernels: the CLI pins torch's, oneDNN's and MKL's CPU kernels before torch runs, or refuses clearly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sanet.config import ConfigError
+from sanet.engine.cpu_kernels import KERNEL_ENV, cpu_flags, describe_cpu_kernels, pin_cpu_kernels
+
+REPO = Path(__file__).resolve().parents[1]
+PINNED = KERNEL_ENV["avx2"]
+HAS_AVX2 = {"avx2", "fma"} <= cpu_flags()
+
+
+@pytest.fixture
+def unpinned(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in PINNED:
+        monkeypatch.delenv(name, raising=False)
+
+
+def _probe(args: list[str]) -> tuple[list[str], str]:
+    """Run `sanet <args>` in a fresh interpreter; return its exit status, torch's kernels there and the pin
+    variables, and what it wrote to stderr."""
+    code = (
+        "import os\n"
+        "from sanet.cli import main\n"
+        f"status = main({args!r})\n"
+        "import torch\n"
+        "print(status, torch.backends.cpu.get_cpu_capability(), "
+        f"*[os.environ.get(k, '-') for k in {list(PINNED)!r}])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in PINNED}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True, timeout=300
+    )
+    return done.stdout.split("\n")[-2].split(), done.stderr
+
+
+def test_cpu_flags_reads_the_processor_features(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "sse2", "avx2", "fma"}
+    assert cpu_flags(tmp_path / "absent") == frozenset()
+
+
+def test_native_leaves_the_kernels_to_the_processor(unpinned: None) -> None:
+    assert pin_cpu_kernels("native") == {}
+    assert not any(name in os.environ for name in PINNED)
+
+
+def test_a_processor_without_avx2_is_refused_with_the_key_to_change(unpinned: None) -> None:
+    with pytest.raises(ConfigError, match=r"train\.cpu_kernels: avx2 needs .*lacks avx2, fma.*cpu_kernels=native"):
+        pin_cpu_kernels("avx2", flags=frozenset({"fpu", "sse2"}))
+    assert not any(name in os.environ for name in PINNED)  # nothing half-set
+
+
+def test_a_pin_after_torch_chose_its_kernels_is_refused_not_ignored(unpinned: None) -> None:
+    torch.ones(4).sum()  # torch has run: its kernels are chosen for this process
+    with pytest.raises(ConfigError, match=r"must be chosen before torch runs.*ATEN_CPU_CAPABILITY=avx2"):
+        pin_cpu_kernels("avx2", flags=frozenset({"avx2", "fma"}))
+
+
+@pytest.mark.skipif(not HAS_AVX2, reason="this processor has no AVX2")
+def test_the_cli_pins_the_demo_kernels_before_a_command_runs_torch(tmp_path: Path) -> None:
+    evaluate = ["evaluate", "--benchmark", "market1501", "--model", str(tmp_path / "absent.pt")]
+    (status, capability, *variables), stderr = _probe([*evaluate, "--set", "profile=demo"])
+    assert status == "2" and "no model file" in stderr  # the command ran, after the pin
+    assert capability == "AVX2" and variables == list(PINNED.values())
+    (status, _, *variables), stderr = _probe([*evaluate, "--set", "profile=paper"])
+    assert status == "2" and "no model file" in stderr and variables == ["-"] * len(PINNED)  # native: no pin
+    (status, _, *variables), _ = _probe(["config", "show", "--set", "profile=demo"])
+    assert status == "0" and variables == ["-"] * len(PINNED)  # no CPU arithmetic, no pin
+
+
+def test_the_kernels_in_use_are_described_for_provenance() -> None:
+    assert describe_cpu_kernels().split()[0] == torch.backends.cpu.get_cpu_capability()
