@@ -10,7 +10,8 @@ offers on AMD processors). On an AVX2 processor the first two change nothing; MK
 one demo training step and not its speed (README, Reproducible outputs).
 
 The libraries read these variables when they first run a kernel, so the pin must come before torch computes
-anything: the `sanet` CLI applies it right after reading params.yaml, before any command imports torch. What the
+anything: the `sanet` CLI applies it right after reading params.yaml, before any command imports torch (called
+from Python after torch ran, it warns instead). What the
 pin cannot fix: oneDNN may still block a convolution by the processor's cache sizes, so the same kernels on
 another processor model are likely, not certain, to give the same bits.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import warnings
 from pathlib import Path
 
 from sanet.config import ConfigError
@@ -53,8 +55,9 @@ def pin_cpu_kernels(choice: str, flags: frozenset[str] | None = None) -> dict[st
     """Select the kernels `choice` (train.cpu_kernels) names for this process and the processes it starts; returns
     the variables set.
 
-    Raises ConfigError, before any work, when the processor lacks the features the pinned kernels need, or when torch
-    has already chosen other kernels in this process (the pin would silently not apply).
+    Raises ConfigError, before any work, when the processor lacks the features the pinned kernels need. In a process
+    whose torch has already chosen other kernels (the CLI called from Python after torch ran) the pin cannot apply:
+    it warns, sets nothing, and the run's `cpu_kernels` tag records the kernels actually used.
     """
     if choice not in KERNEL_ENV:
         raise ConfigError(f"train.cpu_kernels: unknown value {choice!r}; allowed: {', '.join(KERNEL_ENV)}")
@@ -73,12 +76,13 @@ def pin_cpu_kernels(choice: str, flags: frozenset[str] | None = None) -> dict[st
 
         capability = torch.backends.cpu.get_cpu_capability()
         if capability != _TORCH_CAPABILITY[choice] or any(os.environ.get(k) != v for k, v in env.items()):
-            raise ConfigError(
+            warnings.warn(
                 f"train.cpu_kernels: {choice} must be chosen before torch runs, but this process already uses "
-                f"{capability} kernels; start it with "
-                + " ".join(f"{k}={v}" for k, v in env.items())
-                + " or through the `sanet` CLI"
+                f"{capability} kernels, so its CPU results may differ in the last bits from a pinned run; start it "
+                "with " + " ".join(f"{k}={v}" for k, v in env.items()) + " or through the `sanet` command",
+                stacklevel=2,
             )
+            return {}
     os.environ.update(env)
     return dict(env)
 
