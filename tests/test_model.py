@@ -199,8 +199,8 @@ def test_fixed_fe_uses_every_path(raw: dict, training: bool) -> None:
 
 
 def test_training_routing_samples_and_the_temperature_is_settable(raw: dict) -> None:
-    model = small_model(raw, "sanet", 3, 3).train()
-    assert model.temperature == 1.0
+    model = small_model(raw, "sanet", 3, 3, overrides=("model.afe.temperature=1.5",)).train()
+    assert model.temperature == 1.5  # the configured starting temperature
     model.set_temperature(0.5)
     assert model.temperature == 0.5 and model.afe is not None and model.afe.temperature == 0.5
     with pytest.raises(ValueError, match="positive"):
