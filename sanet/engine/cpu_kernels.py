@@ -11,9 +11,9 @@ one demo training step and not its speed (README, Reproducible outputs).
 
 The libraries read these variables when they first run a kernel, so the pin must come before torch computes
 anything: the `sanet` CLI applies it right after reading params.yaml, before any command imports torch (called
-from Python after torch ran, it warns instead). What the
-pin cannot fix: oneDNN may still block a convolution by the processor's cache sizes, so the same kernels on
-another processor model are likely, not certain, to give the same bits.
+from Python after torch ran, it warns instead). What the pin cannot fix: oneDNN may still block a convolution by
+the processor's cache sizes, so the same kernels on another processor model are likely, not certain, to give the
+same bits.
 """
 
 from __future__ import annotations

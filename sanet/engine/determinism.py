@@ -9,10 +9,8 @@ load; the DataLoader's workers run one thread each, and every item's augmentatio
 
 What is not fixed here: the CPU's instruction set (torch picks AVX-512, AVX2, ... kernels at start-up, and oneDNN
 and MKL pick theirs) also changes the last bits (on the demo, AVX2 instead of AVX-512 changed Rank-1 after one
-epoch). Machines with the same processor reproduce each other; across processors, `ATEN_CPU_CAPABILITY=avx2`,
-`ONEDNN_MAX_CPU_ISA=AVX2` and `MKL_CBWR=AVX2`, set before the process starts, pin those kernels (not verified
-across processor models; README, The pipeline, Reproducible outputs). `train.deterministic` changed no bit of a CPU
-training in our tests: it matters on CUDA.
+epoch); `train.cpu_kernels` pins those kernels before torch runs (`sanet.engine.cpu_kernels`).
+`train.deterministic` changed no bit of a CPU training in our tests: it matters on CUDA.
 """
 
 from __future__ import annotations
