@@ -16,10 +16,9 @@ from pathlib import Path
 import sanet  # noqa: F401  (sets the no-telemetry environment before mlflow or dvc can be imported)
 from sanet.config import DEFAULT_PARAMS_FILE, ConfigError, Params, load_params, to_yaml
 from sanet.data.benchmarks import BENCHMARKS, BenchmarkError, available_benchmarks, build_benchmark, format_statistics
-from sanet.data.synthetic import OverwriteError, write_contact_sheet, write_synthetic
 from sanet.engine.cpu_kernels import pin_cpu_kernels  # torch-free until torch is imported
 from sanet.engine.errors import CheckpointError, DistributedError, TrainingError  # torch-free
-from sanet.errors import EvaluationError, PlotsError, ReportError, StorageError  # torch-free
+from sanet.errors import EvaluationError, OverwriteError, PlotsError, ReportError, StorageError  # numpy-free
 from sanet.hpo import SPACES, HPOError  # torch-, optuna- and mlflow-free
 from sanet.kubeflow import PIPELINES, KubeflowError  # kfp-free: kfp is imported by the commands that need it
 from sanet.masks.errors import MasksError  # torch-free: OpenPifPaf is imported only when a run needs it
@@ -49,6 +48,8 @@ def _common() -> argparse.ArgumentParser:
 
 def cmd_synth(args: argparse.Namespace, params: Params) -> int:
     """Generate the synthetic benchmark and/or its contact sheet."""
+    from sanet.data.synthetic import write_contact_sheet, write_synthetic
+
     synth = params.synth
     if args.seed is not None:
         synth = synth.model_copy(update={"seed": args.seed})

@@ -1,4 +1,4 @@
-"""Errors of the evaluate, report, plots and remote commands: torch-free, so the CLI can catch them cheaply.
+"""Errors of the synth, evaluate, report, plots and remote commands: torch-free, so the CLI can catch them cheaply.
 
 Each message is written for a terminal: it says what is wrong and what to do, and the CLI prints it without a
 traceback (exit status 2).
@@ -6,7 +6,11 @@ traceback (exit status 2).
 
 from __future__ import annotations
 
-__all__ = ["EvaluationError", "PlotsError", "ReportError", "StorageError"]
+__all__ = ["EvaluationError", "OverwriteError", "PlotsError", "ReportError", "StorageError"]
+
+
+class OverwriteError(ValueError):
+    """`sanet synth`: the output folder holds data that is not a synthetic benchmark; refusing to replace it."""
 
 
 class EvaluationError(RuntimeError):

@@ -15,12 +15,12 @@ from PIL import Image
 from sanet.cli import main
 from sanet.config import ConfigError, Params, SynthParams, load_params
 from sanet.data.synthetic import COCO_KEYPOINTS, KEYPOINTS_FILE, write_synthetic
-from sanet.masks import MasksError, MaskStore, part_masks
+from sanet.masks import MasksError
 from sanet.masks.coverage import format_coverage
 from sanet.masks.keypoints import CocoJsonSource, ImageItem, flags_to_confidence, nearest_person, read_coco_keypoints
-from sanet.masks.part_masks import keypoint_scale
+from sanet.masks.part_masks import keypoint_scale, part_masks
 from sanet.masks.stage import run_masks
-from sanet.masks.store import write_folder
+from sanet.masks.store import MaskStore, write_folder
 from sanet.parts import PARTS
 
 REPO = Path(__file__).resolve().parents[1]

@@ -296,7 +296,6 @@ def evaluate_step(
     """Evaluate `<train_uri>/model.pt` on `benchmark` (the `evaluate` stage) into `<work_uri>/<prefix>/<benchmark>`."""
     from sanet.data.benchmarks import BENCHMARKS
     from sanet.engine.cpu_kernels import pin_cpu_kernels
-    from sanet.evaluate import run_evaluate
 
     if benchmark not in BENCHMARKS:
         from sanet.errors import EvaluationError
@@ -304,7 +303,9 @@ def evaluate_step(
         raise EvaluationError(f"unknown benchmark {benchmark!r}: one of {', '.join(BENCHMARKS)}")
     with step_scratch() as scratch, pipeline_run_tag(pipeline_run):
         params = step_params(params_file, overrides, scratch)
-        pin_cpu_kernels(params.train.cpu_kernels)  # as `sanet evaluate` does, before torch runs
+        pin_cpu_kernels(params.train.cpu_kernels)  # as `sanet evaluate` does, before numpy and torch load
+        from sanet.evaluate import run_evaluate
+
         model_file = download_file(join_uri(train_uri, "model.pt"), scratch / "model.pt")
         download(data_uri, params.data.root)
         out_dir = scratch / "eval" / benchmark

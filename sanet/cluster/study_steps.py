@@ -63,7 +63,7 @@ def hpo_worker_step(
 
     with step_scratch() as scratch, pipeline_run_tag(pipeline_run):
         params = step_params(params_file, overrides, scratch)
-        pin_cpu_kernels(params.train.cpu_kernels)  # as `sanet hpo` does, before torch runs
+        pin_cpu_kernels(params.train.cpu_kernels)  # as `sanet hpo` does, before numpy and torch load
         with weights(weights_uri, scratch):  # after the parameters are validated
             download(data_uri, params.data.root)
             download(masks_uri, params.masks.out_dir)

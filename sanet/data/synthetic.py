@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from sanet.atomic import atomic_write
 from sanet.config import SynthParams
+from sanet.errors import OverwriteError  # the CLI catches it without importing this module (numpy)
 
 GENERATOR_VERSION = 1
 MARKER_FILE = "SYNTHETIC.json"
@@ -797,10 +798,6 @@ class SyntheticBenchmark:
         }
         (out / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
         return dict(self.counts)
-
-
-class OverwriteError(ValueError):
-    """The output folder holds data that is not a synthetic benchmark; refusing to replace it."""
 
 
 def write_synthetic(out: str | Path, params: SynthParams, progress: bool = True) -> dict[str, int]:

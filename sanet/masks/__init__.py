@@ -7,11 +7,10 @@
 * :mod:`sanet.masks.coverage`, :mod:`sanet.masks.preview`: the stage's metric and overlays for people.
 * :mod:`sanet.masks.stage`: ``run_masks``, what `sanet masks` and the DVC stage ``masks`` run.
 
-Importing this package does not import torch or OpenPifPaf.
+The package itself exports only the stage's errors: importing it does not import numpy, torch or OpenPifPaf (the
+CLI imports the errors before it pins the CPU kernels, sanet.engine.cpu_kernels).
 """
 
 from sanet.masks.errors import CheckpointError, MasksError, PifPafMissingError
-from sanet.masks.part_masks import part_masks
-from sanet.masks.store import MaskStore
 
-__all__ = ["CheckpointError", "MaskStore", "MasksError", "PifPafMissingError", "part_masks"]
+__all__ = ["CheckpointError", "MasksError", "PifPafMissingError"]
