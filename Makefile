@@ -67,7 +67,7 @@ $(PLOTS_STAMP): tools/plots/package.json tools/plots/package-lock.json
 	npm ci --prefix tools/plots --no-audit --no-fund --loglevel=error
 	@touch $@
 
-demo: install  ## set up and run the whole pipeline on the synthetic benchmark (about 14 minutes on 2 cores)
+demo: install  ## set up and run the whole pipeline on the synthetic benchmark (15 to 30 minutes on 2 cores, by processor)
 	@start=$$SECONDS; \
 	$(BIN)/sanet synth --out data --preview reports/synthetic_preview.png && \
 	$(BIN)/sanet data stats --root data && \
