@@ -84,6 +84,17 @@ def test_the_cli_pins_the_demo_kernels_before_a_command_runs_torch(tmp_path: Pat
     assert status == "0" and variables == ["-"] * len(PINNED)  # no CPU arithmetic, no pin
 
 
+def test_the_numpy_pin_names_every_dispatch_target_above_avx2() -> None:
+    """numpy's compiled dispatch targets beyond X86_V3 (AVX2, FMA3) are all disabled by the pin: a numpy upgrade
+    that adds one (a new AVX-512 or AVX10 target) fails here instead of leaking other bits into the demo."""
+    import numpy
+
+    simd = numpy.show_config(mode="dicts")["SIMD Extensions"]
+    compiled = set(simd["found"]) | set(simd["not found"])
+    assert "X86_V3" in compiled  # the AVX2 code the pin keeps
+    assert compiled - {"X86_V3"} == set(NUMPY_AVX512)
+
+
 def test_the_cli_loads_neither_numpy_nor_torch_before_the_pin() -> None:
     """The pin must precede numpy's import (it reads NPY_DISABLE_CPU_FEATURES once): the CLI module and the
     parameters it reads first may not import numpy or torch."""
