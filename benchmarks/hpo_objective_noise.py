@@ -6,7 +6,7 @@ scored on `hpo.val_ids` identities held out of `data.train`'s training split, ne
 settings, each with a few seeds, and prints per setting the mean and the spread across seeds, then the spread
 between the settings' means, for:
 
-* `score`: the objective, the mean of the holistic and the partial held-out mAP (`sanet.engine.validation`), after
+* `score`: the objective, the mean of the holistic and the partial held-out mAP (`sanet.train.validation`), after
   the last epoch (`score@1`) and averaged over the last k epochs (`score@k`, `--average`; `hpo.score_epochs`);
 * its two halves, `holistic_mAP` (every held-out image a query) and `partial_mAP` (a crop of every held-out image a
   query), and `mAP`, the one-query-per-identity mAP that was the objective before;

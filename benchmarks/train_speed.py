@@ -1,6 +1,6 @@
 """Training throughput (images/s) of every SANet variant at the demo and the paper input size, and of the data pipeline.
 
-Model rows time `sanet.engine.step.TrainStep`, the step `sanet train` runs (forward in training mode, the loss of
+Model rows time `sanet.train.step.TrainStep`, the step `sanet train` runs (forward in training mode, the loss of
 Eq. 6, backward, SGD), on random images with band-shaped part labels, so that the figure is the model's cost alone:
 
 * `demo`: the demo profile (ResNet-18 trunk from scratch, 128 x 64, batch train.batch_size of the profile);
@@ -29,11 +29,11 @@ import torch
 from model_cost import synthetic_batch  # benchmarks/model_cost.py: random images with band-shaped part labels
 
 from sanet.config import Params, load_params
-from sanet.engine.features import autocast_dtype
-from sanet.engine.optim import build_optimizer
-from sanet.engine.step import TrainStep
-from sanet.losses import build_criterion
 from sanet.model import VARIANTS, build_model
+from sanet.train.features import autocast_dtype
+from sanet.train.losses import build_criterion
+from sanet.train.optim import build_optimizer
+from sanet.train.step import TrainStep
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {"demo": ["profile=demo"], "paper": ["profile=paper", "model.pretrained=none"]}
@@ -84,7 +84,7 @@ def data_speed(params: Params, rounds: int) -> float | None:
     from sanet.data.sampler import IdentityBatchSampler
     from sanet.data.transforms import TrainTransform
     from sanet.masks.errors import MasksError
-    from sanet.masks.store import MaskStore
+    from sanet.masks.mask_files import MaskStore
 
     try:
         benchmark = build_benchmark(params.data.train, REPO / params.data.root)

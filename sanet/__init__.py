@@ -8,7 +8,7 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 # botocore >= 1.36 adds CRC32 checksums to every upload and asks for checksums on every download; several
 # S3-compatible stores (older MinIO, Ceph RGW, some vendors) reject or mangle them. Checksums only where an S3
 # operation requires one, for MLflow's artifact uploads (boto3) and for the `dvc` commands this process starts
-# (aiobotocore reads the same variables). A value the user exported wins. See sanet/storage.py.
+# (aiobotocore reads the same variables). A value the user exported wins. See sanet/infra/s3.py.
 os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
 os.environ.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")
 

@@ -14,17 +14,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import sanet  # noqa: F401  (sets the no-telemetry environment before mlflow or dvc can be imported)
+from sanet.cluster.kubeflow import PIPELINES, KubeflowError  # kfp-free: kfp is imported by the commands that need it
 from sanet.config import DEFAULT_PARAMS_FILE, ConfigError, Params, load_params, to_yaml
+from sanet.contracts.variants import VARIANTS
 from sanet.data.benchmarks import BENCHMARKS, BenchmarkError, available_benchmarks, build_benchmark, format_statistics
-from sanet.engine.cpu_kernels import pin_cpu_kernels  # torch-free until torch is imported
-from sanet.engine.errors import CheckpointError, DistributedError, TrainingError  # torch-free
-from sanet.errors import EvaluationError, OverwriteError, PlotsError, ReportError, StorageError  # numpy-free
 from sanet.hpo import SPACES, HPOError  # torch-, optuna- and mlflow-free
-from sanet.kubeflow import PIPELINES, KubeflowError  # kfp-free: kfp is imported by the commands that need it
+from sanet.infra.errors import EvaluationError, OverwriteError, PlotsError, ReportError, StorageError  # numpy-free
+from sanet.infra.tracking import TrackingError  # mlflow-free: mlflow is imported only by the functions that log
 from sanet.masks.errors import MasksError  # torch-free: OpenPifPaf is imported only when a run needs it
 from sanet.model import WeightsError  # torch-free: the model itself is imported by the commands that need it
 from sanet.registry import RegistryError  # mlflow-free
-from sanet.tracking import TrackingError  # mlflow-free: mlflow is imported only by the functions that log
+from sanet.train.cpu_kernels import pin_cpu_kernels  # torch-free until torch is imported
+from sanet.train.errors import CheckpointError, DistributedError, TrainingError  # torch-free
 
 EXIT_USAGE = 2
 BENCHMARK_NAMES = list(BENCHMARKS)
@@ -113,9 +114,9 @@ def cmd_model_check(args: argparse.Namespace, params: Params) -> int:
 
 def cmd_masks(args: argparse.Namespace, params: Params) -> int:
     """Compute and store the part masks of the chosen benchmarks, print their coverage and speed; and/or overlays."""
+    from sanet.infra.tracking import check_tracking_uri, tracking_uri
     from sanet.masks.coverage import format_coverage
     from sanet.masks.stage import log_masks_run, run_masks, write_masks_preview
-    from sanet.tracking import check_tracking_uri, tracking_uri
 
     if args.benchmark is not None:
         check_tracking_uri(tracking_uri(params))  # fail before the work, not after it
@@ -143,7 +144,7 @@ def cmd_masks(args: argparse.Namespace, params: Params) -> int:
 
 def cmd_train(args: argparse.Namespace, params: Params) -> int:
     """Train on data.train (resuming from the output folder's last checkpoint); exit 143 when stopped by SIGTERM."""
-    from sanet.engine.trainer import EXIT_PREEMPTED, train
+    from sanet.train.trainer import EXIT_PREEMPTED, train
 
     result = train(
         params,
@@ -162,7 +163,7 @@ def cmd_train(args: argparse.Namespace, params: Params) -> int:
 
 def cmd_evaluate(args: argparse.Namespace, params: Params) -> int:
     """Evaluate a trained model on one benchmark: metrics, CMC, ranked lists, routing histogram; logged to MLflow."""
-    from sanet.evaluate import run_evaluate
+    from sanet.evaluation.stage import run_evaluate
 
     progress = not args.quiet
     result = run_evaluate(params, args.benchmark, args.model, out_dir=args.out, device=args.device, progress=progress)
@@ -243,7 +244,7 @@ def cmd_hpo(args: argparse.Namespace, params: Params) -> int:
 
 def cmd_plots(args: argparse.Namespace, params: Params) -> int:
     """Render DVC's plots as an HTML page that needs no network (vega served from the page itself)."""
-    from sanet.plots import render_offline_plots
+    from sanet.report.plots_page import render_offline_plots
 
     page = render_offline_plots(out_dir=args.out, vendor_dir=args.vendor)
     print(f"sanet plots: wrote {page} (self-contained: open it in a browser, no internet needed)")
@@ -252,7 +253,7 @@ def cmd_plots(args: argparse.Namespace, params: Params) -> int:
 
 def cmd_remote_setup(args: argparse.Namespace, params: Params) -> int:
     """Point DVC's default remote at an S3 (or S3-compatible) bucket; credentials stay in the environment."""
-    from sanet.storage import configure_remote
+    from sanet.infra.s3 import configure_remote
 
     print(configure_remote(args.url, endpoint=args.endpoint, name=args.name, check=not args.no_check))
     return 0
@@ -260,7 +261,7 @@ def cmd_remote_setup(args: argparse.Namespace, params: Params) -> int:
 
 def cmd_remote_check(args: argparse.Namespace, params: Params) -> int:
     """Check that the DVC remote (and the MLflow artifact store, when on S3) answer with the current credentials."""
-    from sanet.storage import check_remote
+    from sanet.infra.s3 import check_remote
 
     print(check_remote(params, name=args.name))
     return 0
@@ -268,7 +269,7 @@ def cmd_remote_check(args: argparse.Namespace, params: Params) -> int:
 
 def cmd_kfp_compile(args: argparse.Namespace, params: Params) -> int:
     """Compile the Kubeflow pipelines to YAML (pipelines/<name>.yaml by default), for the default or a given image."""
-    from sanet.kubeflow import compile_pipelines
+    from sanet.cluster.kubeflow import compile_pipelines
 
     for path in compile_pipelines(root=args.root, out_dir=args.out, image=args.image, names=args.pipeline or ()):
         print(f"sanet kfp: compiled {path}")
@@ -277,7 +278,7 @@ def cmd_kfp_compile(args: argparse.Namespace, params: Params) -> int:
 
 def cmd_kfp_submit(args: argparse.Namespace, params: Params) -> int:
     """Start a run of a pipeline on a Kubeflow Pipelines API, with this checkout's data version by default."""
-    from sanet.kubeflow import data_version, submit
+    from sanet.cluster.kubeflow import data_version, submit
 
     if args.data_prefix:
         source, md5 = args.data_prefix, ""
@@ -335,10 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     model = sub.add_parser("model", help="the SANet model")
     model_sub = model.add_subparsers(dest="model_command", required=True, metavar="COMMAND")
     summary = model_sub.add_parser("summary", parents=[common], help="parameters and MACs of every variant")
-    variants = ["hpnet", "global", "fixed_fe", "sanet"]
     summary.add_argument("--layers", type=int, nargs="+", default=[3, 5, 7], choices=range(1, 17), metavar="N")
     summary.add_argument("--kernels", type=int, nargs="+", default=[1, 3, 5], choices=[1, 3, 5, 7, 9], metavar="K")
-    summary.add_argument("--variants", nargs="+", default=variants, choices=variants, metavar="VARIANT")
+    summary.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, metavar="VARIANT")
     summary.add_argument("--height", type=int, help="input height (default: input.height)")
     summary.add_argument("--width", type=int, help="input width (default: input.width)")
     summary.add_argument("--batch", type=int, default=2, choices=range(1, 65), metavar="B", help="images per count")
@@ -503,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace, Params], int] = args.func
     try:
         params = load_params(args.params, args.overrides)
-        if args.command in KERNEL_COMMANDS:  # before the command imports torch (sanet.engine.cpu_kernels)
+        if args.command in KERNEL_COMMANDS:  # before the command imports torch (sanet.train.cpu_kernels)
             pin_cpu_kernels(params.train.cpu_kernels)
         return func(args, params)
     except (

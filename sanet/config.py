@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sanet.contracts.variants import Variant
 from sanet.data.benchmarks import BENCHMARKS
 
 PAPER_PROFILE = "paper"
@@ -202,7 +203,7 @@ class MFEParams(_Section):
 class ModelParams(_Section):
     """Architecture; `variant` selects the Table 3 ablation (hpnet, global, fixed_fe, sanet)."""
 
-    variant: Literal["hpnet", "global", "fixed_fe", "sanet"] = "sanet"
+    variant: Variant = "sanet"
     backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet50"
     pretrained: str = Field("imagenet", min_length=1, description="imagenet, none, or a path to a weight file")
     afe: AFEParams = AFEParams()
@@ -232,7 +233,7 @@ class LossParams(_Section):
     focal_weight: float = Field(1.0, ge=0)
     focal_gamma: float = Field(2.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    # Not in the paper (see sanet/losses.py).
+    # Not in the paper (see sanet/train/losses.py).
     focal_alpha: float = Field(0.25, ge=0, le=1, description="weight of mask pixels (RetinaNet's 0.25; 0.5: equal)")
     mask_target: Literal["any", "soft", "binary"] = Field(
         "any", description="mask label per stride-16 cell: any label pixel (any), area average (soft) or binary"
@@ -291,12 +292,12 @@ class TrainParams(_Section):
         ge=0,
         le=512,
         description="torch intra-op CPU threads; CPU results depend on the count, so a fixed one makes reruns on "
-        "other machines bit-identical (sanet.engine.determinism); 0: torch's default (the machine's cores)",
+        "other machines bit-identical (sanet.train.determinism); 0: torch's default (the machine's cores)",
     )
     cpu_kernels: Literal["native", "avx2"] = Field(
         "native",
         description="CPU kernels of torch, oneDNN and MKL: native (the processor's best) | avx2 (the same kernels on "
-        "every x86-64 processor with AVX2, so CPU results reproduce across processors; sanet.engine.cpu_kernels)",
+        "every x86-64 processor with AVX2, so CPU results reproduce across processors; sanet.train.cpu_kernels)",
     )
     out_dir: str = Field("outputs/train", min_length=1, description="checkpoints and the trained model")
     log_every: int = Field(10, ge=1, description="steps between logged training metrics")

@@ -2,14 +2,14 @@
 
     model = mlflow.pyfunc.load_model(uri)
     out = model.predict(images)     # uint8 (B, H, W, 3) RGB at the model's input size (input.height x input.width)
-    out["features"]                 # float32 (B, 5, D): per part (sanet.parts.PARTS), the test feature
+    out["features"]                 # float32 (B, 5, D): per part (sanet.contracts.parts.PARTS), the test feature
     out["visibility"]               # bool (B, 5): which parts the image shows
 
 Two images are compared with the part-aware distance of paper Eq. 7 (`sanet.metrics.part_distance`): the mean
 Euclidean distance over the parts visible in both. Images are resized by the caller (as `sanet.data.transforms`
 does for evaluation: bilinear, antialiased); normalisation (ImageNet mean and std) happens here.
 
-The logged model is the trained-model file `model.pt` (`sanet.engine.checkpoint`, read with `weights_only=True`)
+The logged model is the trained-model file `model.pt` (`sanet.train.checkpoint`, read with `weights_only=True`)
 plus the `sanet` package as code and exact requirements, so a model version serves without this repository.
 Its signature, inferred from the input example, declares the uint8 image batch. Already normalised float32
 (B, 3, H, W) batches, as the evaluation pipeline holds them, are accepted by the Python model itself
@@ -29,7 +29,7 @@ from mlflow.exceptions import MlflowException
 
 import sanet
 from sanet.config import Params
-from sanet.tracking import TrackingError
+from sanet.infra.tracking import TrackingError
 
 __all__ = ["MAX_BATCH", "REQUIREMENTS", "SANetFeatureModel", "log_feature_model", "pinned_requirements"]
 
@@ -49,7 +49,7 @@ class SANetFeatureModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         """Rebuild the network from the `checkpoint` artifact (architecture from the parameters stored in it)."""
-        from sanet.engine.checkpoint import load_model_file
+        from sanet.train.checkpoint import load_model_file
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.params, self.meta = load_model_file(context.artifacts["checkpoint"], map_location=self.device)
@@ -134,7 +134,7 @@ def log_feature_model(model_file: str | Path, params: Params, name: str = "model
     if not model_file.is_file():
         raise FileNotFoundError(f"model file not found: {model_file}")
     if mlflow.active_run() is None:
-        raise TrackingError("log_feature_model needs an active MLflow run (sanet.tracking.start_run)")
+        raise TrackingError("log_feature_model needs an active MLflow run (sanet.infra.tracking.start_run)")
     example = np.zeros((2, params.input.height, params.input.width, 3), dtype=np.uint8)
     info = mlflow.pyfunc.log_model(
         name=name,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sanet.atomic import atomic_write
+from sanet.infra.atomic import atomic_write
 
 
 def test_writes_and_creates_parents(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from sanet.cluster.transfer import download, download_file, exists, join_uri, lo
 from sanet.cluster.workspace import scratch_overrides, step_overrides, step_params, weights
 from sanet.data.benchmarks import BenchmarkError
 from sanet.data.synthetic import write_synthetic
-from sanet.errors import StorageError
+from sanet.infra.errors import StorageError
 
 BIN = Path(sys.executable).parent
 

@@ -19,7 +19,7 @@ from sanet.data.dataset import ImageDataset, TrainDataset
 from sanet.data.sampler import IdentityBatchSampler
 from sanet.data.transforms import TestTransform, TrainTransform, decode_image, resize_masks
 from sanet.masks.errors import MasksError
-from sanet.masks.store import MaskStore, write_folder
+from sanet.masks.mask_files import MaskStore, write_folder
 
 FOLDER = "Market-1501-v15.09.15/bounding_box_train"
 SIZE = (64, 32)

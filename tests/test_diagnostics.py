@@ -1,5 +1,5 @@
-"""sanet.diagnostics: visibility accuracy, mask variation, the AFE meter, the global-only ranking, the colour floor,
-the assembled diagnostics (with and without a mask store), and `sanet evaluate` writing them."""
+"""sanet.evaluation.diagnostics: visibility accuracy, mask variation, the AFE meter, the global-only ranking, the
+colour floor, the assembled diagnostics (with and without a mask store), and `sanet evaluate` writing them."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from test_train import tiny_data, tiny_overrides  # noqa: F401  (tiny_data is a 
 from torch import nn
 
 from sanet.config import EvaluationParams, load_params
+from sanet.contracts.parts import GLOBAL_INDEX, NUM_PARTS, PARTS
 from sanet.data.benchmarks import ImageRecord
-from sanet.diagnostics import (
+from sanet.evaluation.diagnostics import (
     AFEShareMeter,
     chance_rank1,
     colour_histogram_floor,
@@ -33,14 +34,13 @@ from sanet.diagnostics import (
     visibility_accuracy,
     write_diagnostics_figure,
 )
-from sanet.diagnostics.floor import resize_nearest
-from sanet.engine.features import EvaluationResult, Extracted
-from sanet.engine.trainer import train
+from sanet.evaluation.diagnostics.floor import resize_nearest
+from sanet.evaluation.routing import route_statistics
 from sanet.masks.errors import MasksError
-from sanet.masks.store import MaskStore, write_folder
+from sanet.masks.mask_files import MaskStore, write_folder
 from sanet.metrics import build_evaluator, euclidean_distance
-from sanet.parts import GLOBAL_INDEX, NUM_PARTS, PARTS
-from sanet.routing import route_statistics
+from sanet.train.features import EvaluationResult, Extracted
+from sanet.train.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -324,7 +324,7 @@ def test_diagnostics_without_a_mask_store_say_so(tmp_path: Path) -> None:
 
 
 def test_evaluate_writes_the_diagnostics_deterministically(tiny_data, tmp_path: Path) -> None:  # noqa: F811
-    from sanet.evaluate import run_evaluate
+    from sanet.evaluation.stage import run_evaluate
 
     overrides = tiny_overrides(tiny_data, tmp_path, "train.epochs=1", "tracking.log_model=false")
     params = load_params(REPO / "params.yaml", overrides)

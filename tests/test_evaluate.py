@@ -15,15 +15,16 @@ from test_train import tiny_data, tiny_overrides  # noqa: F401  (tiny_data is a 
 
 from sanet.cli import main
 from sanet.config import load_params
+from sanet.contracts.files import CHECKPOINT_FILE, MODEL_FILE
 from sanet.data.benchmarks import build_benchmark
-from sanet.engine.checkpoint import load_model_file
-from sanet.engine.errors import CheckpointError
-from sanet.engine.features import evaluate_benchmark
-from sanet.engine.trainer import CHECKPOINT_FILE, MODEL_FILE, train
-from sanet.errors import EvaluationError
-from sanet.evaluate import run_evaluate
-from sanet.ranked_list import ranked_gallery
-from sanet.routing import image_routes, routing_summary
+from sanet.evaluation.ranked_list import ranked_gallery
+from sanet.evaluation.routing import image_routes, routing_summary
+from sanet.evaluation.stage import run_evaluate
+from sanet.infra.errors import EvaluationError
+from sanet.train.checkpoint import load_model_file
+from sanet.train.errors import CheckpointError
+from sanet.train.features import evaluate_benchmark
+from sanet.train.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 SANET = str(Path(sys.executable).with_name("sanet"))

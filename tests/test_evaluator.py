@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from sanet.config import EvaluationParams, RerankParams
+from sanet.contracts.parts import GLOBAL_INDEX, NUM_PARTS
 from sanet.metrics import ReIDEvaluator, build_evaluator, evaluate_ranking, part_distance
-from sanet.parts import GLOBAL_INDEX, NUM_PARTS
 
 METRIC_KEYS = ["rank1", "rank3", "rank5", "rank10", "mAP", "mINP"]
 

@@ -1,4 +1,4 @@
-"""Partial queries of the held-out identities (sanet.data.holdout, sanet.engine.validation) and the trial score.
+"""Partial queries of the held-out identities (sanet.data.holdout, sanet.train.validation) and the trial score.
 
 Trials must be scored on what the method is for, partial probes, and only on identities held out of training:
 never a training identity, never a test benchmark. The crops are deterministic, in memory, and need no labels.
@@ -27,8 +27,8 @@ from sanet.data.dataset import ImageDataset
 from sanet.data.holdout import PARTIAL_EXTENT, holdout_split, partial_queries
 from sanet.data.partial import RowSpan
 from sanet.data.transforms import TestTransform, decode_image
-from sanet.engine.validation import HELD_OUT_KEYS, SCORE, evaluate_validation
 from sanet.hpo import run_worker, study_name
+from sanet.train.validation import HELD_OUT_KEYS, SCORE, evaluate_validation
 
 REPO = Path(__file__).resolve().parents[1]
 

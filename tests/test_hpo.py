@@ -33,7 +33,7 @@ from sanet.hpo import (
 )
 from sanet.hpo.settings import compress_milestones
 from sanet.hpo.spaces import DOTTED, space_params
-from sanet.tracking import TrackingError
+from sanet.infra.tracking import TrackingError
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -19,7 +19,7 @@ import yaml
 
 from components.image import DEFAULT_IMAGE
 from sanet.cli import main
-from sanet.kubeflow import PIPELINES, compile_pipelines, data_version
+from sanet.cluster.kubeflow import PIPELINES, compile_pipelines, data_version
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

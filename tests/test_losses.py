@@ -11,7 +11,8 @@ import yaml
 from torchvision.ops import sigmoid_focal_loss
 
 from sanet.config import resolve
-from sanet.losses import (
+from sanet.contracts.parts import NUM_PARTS, PARTS
+from sanet.train.losses import (
     SANetLoss,
     batch_hard_triplet,
     build_criterion,
@@ -19,7 +20,6 @@ from sanet.losses import (
     focal_loss,
     part_presence,
 )
-from sanet.parts import NUM_PARTS, PARTS
 
 REPO = Path(__file__).resolve().parents[1]
 

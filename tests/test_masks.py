@@ -14,14 +14,15 @@ from PIL import Image
 
 from sanet.cli import main
 from sanet.config import ConfigError, Params, SynthParams, load_params
-from sanet.data.synthetic import COCO_KEYPOINTS, KEYPOINTS_FILE, write_synthetic
+from sanet.contracts.keypoints import COCO_KEYPOINTS, KEYPOINTS_FILE
+from sanet.contracts.parts import PARTS
+from sanet.data.synthetic import write_synthetic
 from sanet.masks import MasksError
 from sanet.masks.coverage import format_coverage
 from sanet.masks.keypoints import CocoJsonSource, ImageItem, flags_to_confidence, nearest_person, read_coco_keypoints
+from sanet.masks.mask_files import MaskStore, write_folder
 from sanet.masks.part_masks import keypoint_scale, part_masks
 from sanet.masks.stage import run_masks
-from sanet.masks.store import MaskStore, write_folder
-from sanet.parts import PARTS
 
 REPO = Path(__file__).resolve().parents[1]
 K = {name: i for i, name in enumerate(COCO_KEYPOINTS)}

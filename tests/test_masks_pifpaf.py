@@ -17,9 +17,9 @@ from sanet.cli import main
 from sanet.config import SynthParams, load_params
 from sanet.data.synthetic import write_synthetic
 from sanet.masks import CheckpointError, MasksError
+from sanet.masks.mask_files import MaskStore
 from sanet.masks.pifpaf import CHECKPOINT_RELEASE, DEFAULT_CHECKPOINT, ensure_get_cmap, load_checkpoint, select_device
 from sanet.masks.stage import run_masks
-from sanet.masks.store import MaskStore
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = SynthParams.model_validate(

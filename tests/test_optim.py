@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from sanet.config import load_params
-from sanet.engine.checkpoint import (
+from sanet.model import build_model
+from sanet.train.checkpoint import (
     STATE_FORMAT,
     CheckpointError,
     capture_rng,
@@ -25,8 +26,7 @@ from sanet.engine.checkpoint import (
     training_fingerprint,
     training_tree,
 )
-from sanet.engine.optim import LRSchedule, TemperatureScheduler, build_optimizer, parameter_groups
-from sanet.model import build_model
+from sanet.train.optim import LRSchedule, TemperatureScheduler, build_optimizer, parameter_groups
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [

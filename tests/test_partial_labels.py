@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from sanet.config import AugmentParams, ColorJitterParams, PartialViewParams, RandomErasingParams
+from sanet.contracts.keypoints import COCO_KEYPOINTS
+from sanet.contracts.parts import PARTS
 from sanet.data.partial import RowSpan
-from sanet.data.synthetic import COCO_KEYPOINTS, Camera, Identity, render_person
+from sanet.data.synthetic import Camera, Identity, render_person
 from sanet.data.transforms import EraseBox, Occlusion, PersonKeypoints, TrainSample, TrainTransform
 from sanet.masks.keypoints import flags_to_confidence
 from sanet.masks.part_masks import LabelRule, part_masks, visibility
-from sanet.parts import PARTS
 
 WIDTH, HEIGHT = 64, 128  # the stored image, also the network input here
 RULE = LabelRule(min_confidence=0.3, min_area=0.005, size=(96, 32))

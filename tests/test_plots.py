@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from sanet.errors import PlotsError
-from sanet.plots import VENDOR_FILES, render_offline_plots
+from sanet.infra.errors import PlotsError
+from sanet.report.plots_page import VENDOR_FILES, render_offline_plots
 
 ROOT = Path(__file__).resolve().parents[1]
 PLOTS_TOOL = ROOT / "tools" / "plots"

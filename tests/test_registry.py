@@ -30,12 +30,12 @@ from mlflow_server import running_mlflow_server
 from postgres import schema_url
 
 from sanet.config import GateTolerance, Params, resolve
-from sanet.engine.checkpoint import save_model_file
-from sanet.evaluate import model_md5
+from sanet.infra.hashing import file_md5
+from sanet.infra.tracking import TrackingError, run_tags, start_run
 from sanet.model import build_model
 from sanet.registry import RegistryError, evaluate_gate, promote, register, registry_table
 from sanet.serving import log_feature_model
-from sanet.tracking import TrackingError, run_tags, start_run
+from sanet.train.checkpoint import save_model_file
 
 HEIGHT, WIDTH = 64, 32
 TOLERANCE = GateTolerance(mAP=0.01, rank1=0.01)
@@ -243,12 +243,12 @@ def history(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[H
             with start_run(params, stage="train", run_name="train (registry test)", tags=tags) as run:
                 meta = {"data_md5": TRAIN_DATA_MD5}  # what the weights are; the run is in the sidecar, as train does
                 path = save_model_file(root / "model.pt", _network(params), params, num_classes=7, meta=meta)
-                sidecar = {"model_md5": model_md5(path), "train_run_id": run.info.run_id, "pipeline_run": PIPELINE_RUN}
+                sidecar = {"model_md5": file_md5(path), "train_run_id": run.info.run_id, "pipeline_run": PIPELINE_RUN}
                 (root / "provenance.json").write_text(json.dumps(sidecar))
                 log_feature_model(path, params)
         finally:
             mlflow.set_tracking_uri(None)  # start_run leaves MLflow's process-wide URI set
-        md5 = model_md5(path)
+        md5 = file_md5(path)
         before = _uris()
         steps = {}
         for name, results in (("first", FIRST), ("passed", PASSES), ("failed", FAILS)):
@@ -280,7 +280,7 @@ def test_the_first_version_becomes_champion_with_its_results_as_tags(history: Hi
     assert tags["partial_reid/data_md5"] == "partial_reid-test-set"
     assert tags["params/afe_layers"] == "2" and tags["params/backbone"] == "resnet18"
     assert tags["data_md5"] == TRAIN_DATA_MD5 and tags["source"] == "train_run"
-    assert tags["model_md5"] == model_md5(history.model_file) and tags["git_sha"]
+    assert tags["model_md5"] == file_md5(history.model_file) and tags["git_sha"]
     assert (tags["gate"], tags["gate_champion_version"], tags["gate_tolerance_mAP"]) == ("first", "", "0.01")
     record = step.record
     assert step.text == json.dumps(record, indent=2, sort_keys=True) + "\n"  # sorted keys, indent 2
@@ -429,7 +429,7 @@ def test_without_a_logged_model_the_register_run_logs_it(
     sqlite_params: Params, model_file: Path, tmp_path: Path
 ) -> None:
     before = _uris()
-    eval_dir = write_evaluations(tmp_path / "eval", model_md5(model_file), FIRST)
+    eval_dir = write_evaluations(tmp_path / "eval", file_md5(model_file), FIRST)
     result = register(sqlite_params, model_file, eval_dir, tmp_path / "reports" / "registry.json")
     assert _uris() == before
     r = result
@@ -449,7 +449,7 @@ def test_without_a_sidecar_the_training_run_is_found_by_the_model_md5(
     sqlite_params: Params, model_file: Path, tmp_path: Path
 ) -> None:
     """Only model.pt travels (a Kubeflow step; the file names no run: it is a DVC output): its md5 tag finds the run."""
-    md5 = model_md5(model_file)
+    md5 = file_md5(model_file)
     tags = run_tags(sqlite_params, TRAIN_DATA_MD5, stage="train", extra={"model_md5": md5})
     try:
         with start_run(sqlite_params, stage="train", run_name="train (no sidecar)", tags=tags) as run:
@@ -467,7 +467,7 @@ def test_without_a_sidecar_the_training_run_is_found_by_the_model_md5(
 def test_an_evaluation_of_another_model_file_is_refused(
     sqlite_params: Params, model_file: Path, tmp_path: Path
 ) -> None:
-    eval_dir = write_evaluations(tmp_path / "eval", model_md5(model_file), FIRST)
+    eval_dir = write_evaluations(tmp_path / "eval", file_md5(model_file), FIRST)
     run_json = eval_dir / "partial_reid" / "run.json"
     run_json.write_text(json.dumps({**json.loads(run_json.read_text()), "model_md5": "0" * 32}))
     out = tmp_path / "registry.json"
@@ -506,7 +506,7 @@ def test_an_unreachable_tracking_server_fails_fast_before_anything_is_written(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     params = _params(f"http://127.0.0.1:{port}")
-    eval_dir = write_evaluations(tmp_path / "eval", model_md5(model_file), FIRST)
+    eval_dir = write_evaluations(tmp_path / "eval", file_md5(model_file), FIRST)
     started = time.monotonic()
     for call in (
         lambda: register(params, model_file, eval_dir, tmp_path / "registry.json"),

@@ -13,9 +13,9 @@ import pytest
 from mlflow.entities import Metric, Param, RunTag
 
 from sanet.config import Params, load_params
-from sanet.errors import ReportError
+from sanet.infra.errors import ReportError
+from sanet.infra.tracking import flat_params
 from sanet.report import run_report
-from sanet.tracking import flat_params
 
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
 DATA_MD5 = {"partial_ilids_p": "d" * 32}
@@ -74,7 +74,7 @@ def _write_eval(
         "model_md5": "a" * 32,
     }
     (folder / "run.json").write_text(json.dumps(run))
-    # the run-dependent facts: the sidecar beside the folder (sanet.provenance), as `sanet evaluate` writes it
+    # the run-dependent facts: the sidecar beside the folder (sanet.infra.provenance), as `sanet evaluate` writes it
     provenance = {"model_md5": "a" * 32, "mlflow_run_id": f"eval-{name}", "pipeline_run": pipeline_run}
     (eval_dir / f"{name}.provenance.json").write_text(json.dumps(provenance))
     curve = [values["rank1"], values["rank3"], values["rank3"], values["rank5"], values["rank5"], values["rank10"]]

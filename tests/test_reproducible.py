@@ -2,7 +2,7 @@
 
 Each stage function runs twice on the same inputs, as in two fresh clones: its own empty MLflow store, another
 pipeline run, another output folder. The files DVC tracks must come out byte-identical; what differs between the
-runs (run ids, the pipeline run, speeds, times) must be in the sidecars (`sanet.provenance`) and nowhere else.
+runs (run ids, the pipeline run, speeds, times) must be in the sidecars (`sanet.infra.provenance`) and nowhere else.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ import torch
 from test_train import tiny_data, tiny_overrides  # noqa: F401  (tiny_data is a fixture)
 
 from sanet.config import load_params
-from sanet.engine.checkpoint import load_model_file
-from sanet.engine.trainer import train
-from sanet.evaluate import model_md5, run_evaluate
+from sanet.contracts.files import TRAIN_PROVENANCE_FILE
+from sanet.evaluation.stage import model_md5, run_evaluate
 from sanet.hpo import run_hpo
-from sanet.provenance import TRAIN_SIDECAR, read_sidecar, sidecar_path
+from sanet.infra.provenance import read_sidecar, sidecar_path
 from sanet.registry import register
 from sanet.report import run_report
+from sanet.train.checkpoint import load_model_file
+from sanet.train.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_OUTPUTS = ("model.pt", "metrics.json", "history.csv")  # the train stage's outs in dvc.yaml
@@ -96,7 +97,7 @@ def test_two_trainings_write_byte_identical_outputs(clones: list[dict]) -> None:
     assert "images_per_second" not in (a / "history.csv").read_text().splitlines()[0]
     assert not {"images_per_second", "train_seconds"} & set(json.loads((a / "metrics.json").read_text()))
     # the run-dependent facts: in the sidecar beside the outputs, naming the model file they belong to
-    first, second = (read_sidecar(folder / TRAIN_SIDECAR) for folder in (a, b))
+    first, second = (read_sidecar(folder / TRAIN_PROVENANCE_FILE) for folder in (a, b))
     assert first["model_md5"] == second["model_md5"] == model_md5(a / "model.pt")
     assert first["train_run_id"] == clones[0]["train"].run_id != second["train_run_id"]
     assert (first["pipeline_run"], second["pipeline_run"], first["threads"]) == ("pipeline-a", "pipeline-b", 1)

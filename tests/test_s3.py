@@ -29,9 +29,9 @@ from s3_server import LocalS3
 
 from sanet.cli import main
 from sanet.config import Params, resolve
-from sanet.errors import StorageError
-from sanet.storage import CHECKSUM_ENV, check_remote, configure_remote, parse_endpoint, parse_s3_url
-from sanet.tracking import log_file, start_run
+from sanet.infra.errors import StorageError
+from sanet.infra.s3 import CHECKSUM_ENV, check_remote, configure_remote, parse_endpoint, parse_s3_url
+from sanet.infra.tracking import log_file, start_run
 
 PARAMS_FILE = str(Path(__file__).resolve().parents[1] / "params.yaml")
 DVC = str(Path(sys.executable).parent / "dvc")

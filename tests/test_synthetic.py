@@ -15,16 +15,11 @@ import pytest
 from PIL import Image
 
 from sanet.config import SynthParams, load_params
+from sanet.contracts.datasets import DATASET_DIRS, MARKER_FILE
+from sanet.contracts.keypoints import KEYPOINTS_FILE
 from sanet.data.benchmarks import BENCHMARKS, build_benchmark
-from sanet.data.synthetic import (
-    DATASET_DIRS,
-    KEYPOINTS_FILE,
-    MARKER_FILE,
-    Identity,
-    OverwriteError,
-    contact_sheet,
-    write_synthetic,
-)
+from sanet.data.synthetic import Identity, contact_sheet, write_synthetic
+from sanet.infra.errors import OverwriteError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""sanet.tracking: the pre-flight check, flat param names, tags, and runs recorded in a temporary sqlite store."""
+"""sanet.infra.tracking: the pre-flight check, flat param names, tags, and runs recorded in a temporary sqlite store."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ import mlflow
 import pytest
 
 from sanet.config import Params, resolve
-from sanet.tracking import (
+from sanet.infra.hashing import files_md5
+from sanet.infra.tracking import (
     MetricLogger,
     TrackingError,
     check_tracking_uri,
-    files_md5,
     flat_params,
     git_sha,
     run_tags,

@@ -17,11 +17,12 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from sanet.config import Params, SynthParams, load_params
+from sanet.contracts.files import CHECKPOINT_FILE, MODEL_FILE
 from sanet.data.synthetic import write_synthetic
-from sanet.engine.checkpoint import STATE_FORMAT, load_checkpoint, load_model_file
-from sanet.engine.errors import CheckpointError, TrainingError
-from sanet.engine.trainer import CHECKPOINT_FILE, EXIT_PREEMPTED, MODEL_FILE, TrainHooks, train
 from sanet.masks.stage import run_masks
+from sanet.train.checkpoint import STATE_FORMAT, load_checkpoint, load_model_file
+from sanet.train.errors import CheckpointError, TrainingError
+from sanet.train.trainer import EXIT_PREEMPTED, TrainHooks, train
 
 REPO = Path(__file__).resolve().parents[1]
 SANET = str(Path(sys.executable).with_name("sanet"))

@@ -5,5 +5,5 @@
 - `steps` (fetch, masks, train, evaluate, report, gate, register) and `study_steps` (Optuna).
 
 Kubeflow components (`components/`) call the steps; nothing here imports kfp. `sanet kfp` (compile, submit) lives
-in `sanet.kubeflow`.
+in `sanet.cluster.kubeflow`.
 """

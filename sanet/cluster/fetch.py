@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sanet.cluster.transfer import TransferStats, download, download_file, join_uri
-from sanet.errors import StorageError
+from sanet.infra.errors import StorageError
 
 __all__ = ["FetchResult", "dvc_object_uri", "fetch_data"]
 

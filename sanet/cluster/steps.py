@@ -40,7 +40,7 @@ from sanet.cluster.workspace import (
     step_scratch,
     weights,
 )
-from sanet.errors import StorageError
+from sanet.infra.errors import StorageError
 
 __all__ = [
     "DEFAULT_PARAMS_FILE",
@@ -93,7 +93,7 @@ def fetch_step(source: str, work_root: str, run_id: str, dvc_md5: str = "") -> F
     the source prefix changes later. Images are verified (a corrupt one stops the step, naming it).
     """
     from sanet.data.benchmarks import build_benchmark, format_statistics
-    from sanet.tracking import files_md5
+    from sanet.infra.hashing import files_md5
 
     with step_scratch() as scratch:
         fetched = fetch_data(source, scratch / "data", dvc_md5=dvc_md5)
@@ -144,8 +144,8 @@ def masks_step(
 
     `weights_uri`: the team's weights folder (the OpenPifPaf checkpoint; see `sanet.cluster.workspace.weights`).
     """
+    from sanet.infra.tracking import check_tracking_uri, tracking_uri
     from sanet.masks.stage import log_masks_run, run_masks
-    from sanet.tracking import check_tracking_uri, tracking_uri
 
     with step_scratch() as scratch, pipeline_run_tag(pipeline_run):
         params = step_params(params_file, overrides, scratch)
@@ -240,7 +240,7 @@ def train_step(
 
     Raises TrainingError when training exits with an error or is stopped (after uploading its checkpoint).
     """
-    from sanet.engine.errors import TrainingError
+    from sanet.train.errors import TrainingError
 
     with step_scratch() as scratch, pipeline_run_tag(pipeline_run):
         params = step_params(params_file, overrides, scratch)  # validates before any download
@@ -295,16 +295,16 @@ def evaluate_step(
 ) -> EvaluateStep:
     """Evaluate `<train_uri>/model.pt` on `benchmark` (the `evaluate` stage) into `<work_uri>/<prefix>/<benchmark>`."""
     from sanet.data.benchmarks import BENCHMARKS
-    from sanet.engine.cpu_kernels import pin_cpu_kernels
+    from sanet.train.cpu_kernels import pin_cpu_kernels
 
     if benchmark not in BENCHMARKS:
-        from sanet.errors import EvaluationError
+        from sanet.infra.errors import EvaluationError
 
         raise EvaluationError(f"unknown benchmark {benchmark!r}: one of {', '.join(BENCHMARKS)}")
     with step_scratch() as scratch, pipeline_run_tag(pipeline_run):
         params = step_params(params_file, overrides, scratch)
         pin_cpu_kernels(params.train.cpu_kernels)  # as `sanet evaluate` does, before numpy and torch load
-        from sanet.evaluate import run_evaluate
+        from sanet.evaluation.stage import run_evaluate
 
         model_file = download_file(join_uri(train_uri, "model.pt"), scratch / "model.pt")
         download(data_uri, params.data.root)
@@ -422,7 +422,7 @@ def register_step(
     pipeline_run: str = "",
 ) -> RegisterStep:
     """Register the evaluated model (the `register` stage); registry.json goes to `<work_uri>/reports/`."""
-    from sanet.provenance import sidecar_path
+    from sanet.infra.provenance import sidecar_path
     from sanet.registry import register
 
     with step_scratch() as scratch, pipeline_run_tag(pipeline_run):

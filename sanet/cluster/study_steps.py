@@ -27,7 +27,7 @@ class StudyStep:
 def hpo_create_step(params_file: str, overrides: Sequence[str], space: str, pipeline_run: str = "") -> StudyStep:
     """Create (or find) the study of `space` in the shared storage (`SANET_HPO_STORAGE`) and its MLflow parent run."""
     from sanet.hpo import create_study
-    from sanet.stores import redact
+    from sanet.infra.preflight import redact
 
     with step_scratch() as scratch, pipeline_run_tag(pipeline_run):
         info = create_study(step_params(params_file, overrides, scratch), space)
@@ -58,8 +58,8 @@ def hpo_worker_step(
     weights_uri: str = "",
 ) -> WorkerStep:
     """One Optuna worker: trials of `space` until the study holds `trials` (0: `hpo.trials`), all workers together."""
-    from sanet.engine.cpu_kernels import pin_cpu_kernels
     from sanet.hpo import run_worker
+    from sanet.train.cpu_kernels import pin_cpu_kernels
 
     with step_scratch() as scratch, pipeline_run_tag(pipeline_run):
         params = step_params(params_file, overrides, scratch)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sanet.errors import StorageError
+from sanet.infra.errors import StorageError
 
 __all__ = ["TransferStats", "download", "download_file", "exists", "is_s3", "join_uri", "local_path", "upload"]
 
@@ -70,7 +70,7 @@ def _s3(uri: str) -> tuple[Any, str, str]:
     import boto3
     from botocore.config import Config
 
-    from sanet.storage import parse_s3_url
+    from sanet.infra.s3 import parse_s3_url
 
     location = parse_s3_url(uri)
     client = boto3.client("s3", config=Config(retries={"max_attempts": 8, "mode": "standard"}))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sanet.cluster.transfer import download
-from sanet.envvars import temporary_env
+from sanet.infra.envvars import temporary_env
 
 if TYPE_CHECKING:
     from sanet.config import Params

@@ -43,6 +43,8 @@ from typing import ClassVar, NamedTuple
 from PIL import Image
 from tqdm import tqdm
 
+from sanet.contracts.datasets import DUKE_DIR, ILIDS_O_DIR, ILIDS_P_DIR, MARKET_DIR, PARTIAL_REID_DIR
+
 __all__ = [
     "BENCHMARKS",
     "IMAGE_EXTENSIONS",
@@ -395,7 +397,7 @@ class Market1501(_MarketStyleBenchmark):
     """
 
     name = "market1501"
-    dataset_dir = "Market-1501-v15.09.15"
+    dataset_dir = MARKET_DIR
     layout = (
         SplitLayout("train", "bounding_box_train", "0002_c1s1_000451_03.jpg"),
         SplitLayout("query", "query", "0001_c1s1_001051_00.jpg"),
@@ -423,7 +425,7 @@ class DukeMTMCreID(_MarketStyleBenchmark):
     """
 
     name = "dukemtmc"
-    dataset_dir = "DukeMTMC-reID"
+    dataset_dir = DUKE_DIR
     layout = (
         SplitLayout("train", "bounding_box_train", "0001_c2_f0046182.jpg"),
         SplitLayout("query", "query", "0005_c2_f0046985.jpg"),
@@ -469,7 +471,7 @@ class PartialREID(_PartialBenchmark):
     """
 
     name = "partial_reid"
-    dataset_dir = "Partial-REID_Dataset"
+    dataset_dir = PARTIAL_REID_DIR
     pattern = re.compile(r"^(\d+)_")
     layout = (
         SplitLayout("query", "occluded_body_images", "001_01.jpg"),
@@ -512,7 +514,7 @@ class PartialILIDSP(_PartialBenchmark):
     """
 
     name = "partial_ilids_p"
-    dataset_dir = "Partial_iLIDS"
+    dataset_dir = ILIDS_P_DIR
     pattern = re.compile(r"^(\d+)")
     layout = (
         SplitLayout("query", "Probe", "001.jpg"),
@@ -537,7 +539,7 @@ class PartialILIDSO(_PartialBenchmark):
     """
 
     name = "partial_ilids_o"
-    dataset_dir = "PartialILIDS"
+    dataset_dir = ILIDS_O_DIR
     pattern = re.compile(r"^(\d{4})")
     layout = (
         SplitLayout("query", "Probe", "0001.jpg"),

@@ -1,6 +1,6 @@
 """Torch datasets over benchmark records: training images with their part-mask labels, and test images.
 
-:class:`TrainDataset` pairs each training image with its stored part masks and keypoints (:mod:`sanet.masks.store`)
+:class:`TrainDataset` pairs each training image with its stored part masks and keypoints (:mod:`sanet.masks.mask_files`)
 and augments them together (:class:`sanet.data.transforms.TrainTransform`; the keypoints relabel partial views).
 Its items are addressed by ``(index, sample_seed)`` pairs, as :class:`sanet.data.sampler.IdentityBatchSampler`
 yields them, so the augmentation of every item is fixed by the sampler's seed: the same batches come out whatever
@@ -24,7 +24,7 @@ from sanet.data.benchmarks import BENCHMARKS, ImageRecord
 from sanet.data.partial import RowSpan, crop_rows
 from sanet.data.transforms import PersonKeypoints, TestTransform, TrainTransform, decode_image
 from sanet.masks.errors import MasksError
-from sanet.masks.store import MaskStore
+from sanet.masks.mask_files import MaskStore
 
 __all__ = ["ImageDataset", "TrainDataset", "item_seed"]
 

@@ -13,7 +13,7 @@ of probe the method exists for: a vertical extent of it (:func:`sanet.data.parti
 ``torch.Generator`` seeded with ``(seed, image index)``. The crops live in memory only (a record and its rows: nothing
 is written under the data root) and are stretched to the input size by the test transform, as every partial
 benchmark protocol stretches its probes. They need no part masks or labels beyond the record's identity and camera.
-:mod:`sanet.engine.validation` ranks them against the holistic held-out images under the same camera rule (which also
+:mod:`sanet.train.validation` ranks them against the holistic held-out images under the same camera rule (which also
 removes the crop's own source image from its gallery).
 """
 

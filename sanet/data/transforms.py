@@ -48,10 +48,10 @@ from torchvision.io import decode_image as _decode
 from torchvision.transforms import InterpolationMode
 
 from sanet.config import AugmentParams
+from sanet.contracts.parts import NUM_PARTS
 from sanet.data.benchmarks import CorruptImageError
 from sanet.data.partial import RowSpan, crop_rows, occlude_rows, sample_extent
 from sanet.masks.part_masks import LabelRule
-from sanet.parts import NUM_PARTS
 
 __all__ = [
     "IMAGENET_MEAN",

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING
 
 from sanet.hpo.errors import HPOError
 from sanet.hpo.spaces import SPACES, suggest
-from sanet.lazy import lazy_attributes
+from sanet.infra.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from sanet.hpo.settings import study_name, trial_params
-    from sanet.hpo.storage import check_storage, open_storage, storage_url
     from sanet.hpo.study import StudyInfo, create_study
+    from sanet.hpo.study_storage import check_storage, open_storage, storage_url
     from sanet.hpo.summary import SummaryResult, summarise_study
     from sanet.hpo.worker import WorkerResult, run_hpo, run_worker
 

@@ -3,7 +3,7 @@
 A trial trains `hpo.epochs` epochs instead of `train.epochs`: the learning-rate schedule is compressed by the same
 factor (milestones and warm-up scaled; the temperature schedule follows `train.epochs` by itself), the network is
 validated after every epoch on `hpo.val_ids` identities held out of `data.train`'s training split (never on a test
-benchmark; holistic and partial queries, `sanet.engine.validation`), and nothing but metrics is logged (no model).
+benchmark; holistic and partial queries, `sanet.train.validation`), and nothing but metrics is logged (no model).
 
 The study name ends with a hash of everything that determines a trial's result, so that workers and reruns with
 the same settings share one study, and changed settings start a new one instead of mixing incomparable trials.
@@ -35,7 +35,7 @@ __all__ = [
 
 #: What a trial's value measures (`sanet.hpo.trial`); part of the study name's hash, so that studies scored another way
 #: (before: the mAP of one holistic query per held-out identity) are never continued with incomparable values.
-#: Change it with the held-out protocol (`sanet.engine.validation`, `sanet.data.holdout.PARTIAL_EXTENT`).
+#: Change it with the held-out protocol (`sanet.train.validation`, `sanet.data.holdout.PARTIAL_EXTENT`).
 OBJECTIVE = "mean of holistic and partial mAP, every held-out image a query"
 
 # Keys of a trial's parameters that do not change its result: paths, runtime and logging settings. Everything else

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from sanet.hpo.errors import HPOError
 from sanet.hpo.settings import study_name, trial_params
 from sanet.hpo.spaces import check_space, check_variant
-from sanet.hpo.storage import check_storage, open_storage, storage_url
-from sanet.stores import redact
+from sanet.hpo.study_storage import check_storage, open_storage, storage_url
+from sanet.infra.preflight import redact
 
 if TYPE_CHECKING:
     import optuna
@@ -52,7 +52,7 @@ def preflight(params: Params, space: str) -> None:
         HPOError: unknown space, AFE space without an AFE, unusable storage.
         TrackingError: the tracking store does not answer.
     """
-    from sanet.tracking import check_tracking_uri, tracking_uri
+    from sanet.infra.tracking import check_tracking_uri, tracking_uri
 
     check_space(space)
     check_variant(space, params.model.variant)
@@ -64,7 +64,7 @@ def mlflow_client(params: Params) -> MlflowClient:
     """A client of the tracking store the parameters name (`MLFLOW_TRACKING_URI` wins), without global state."""
     from mlflow import MlflowClient
 
-    from sanet.tracking import tracking_uri
+    from sanet.infra.tracking import tracking_uri
 
     return MlflowClient(tracking_uri(params))
 
@@ -73,7 +73,7 @@ def create_parent_run(params: Params, space: str, name: str) -> str:
     """Open the study's MLflow parent run (left RUNNING until a summary finishes it); returns its id."""
     from mlflow.entities import Param
 
-    from sanet.tracking import _experiment_id, flat_params, git_sha
+    from sanet.infra.tracking import _experiment_id, flat_params, git_sha
 
     client = mlflow_client(params)
     experiment_id = _experiment_id(client, params.hpo.experiment, params.tracking.artifact_location)
@@ -126,7 +126,7 @@ def ensure_study(params: Params, space: str, storage: optuna.storages.BaseStorag
     """Create the study of `space` in `storage` unless it exists, with its parent run (module docstring); no checks."""
     import optuna
 
-    from sanet.tracking import git_sha
+    from sanet.infra.tracking import git_sha
 
     name = study_name(params, space)
     shown = redact(storage_url(params))

@@ -7,7 +7,7 @@ The JSON's `best.dotted` maps params.yaml keys to the best values, ready for `sa
 The JSON and the PNGs are DVC outputs: a deterministic function of the study's trials (their parameters, states and
 values), so a fresh clone's `make demo` rewrites them byte for byte. The run-dependent facts (the storage URL, the
 MLflow parent run and the trials' runs) go to MLflow and to the git-ignored sidecar `<space>.provenance.json`
-beside the JSON (`sanet.provenance`), never into them.
+beside the JSON (`sanet.infra.provenance`), never into them.
 
 Importances: fANOVA (seeded) over the COMPLETE trials. They need at least two complete trials with two different
 scores (a tie carries no information about any parameter): otherwise `importances` is `{}` and
@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sanet.atomic import atomic_write
 from sanet.hpo.errors import HPOError
 from sanet.hpo.settings import objective_text
 from sanet.hpo.spaces import check_space, space_params, to_dotted
+from sanet.infra.atomic import atomic_write
 
 if TYPE_CHECKING:
     import optuna
@@ -113,11 +113,11 @@ def summarise_study(params: Params, space: str) -> SummaryResult:
 
     from sanet.hpo.figures import history_png, importance_png
     from sanet.hpo.settings import study_name
-    from sanet.hpo.storage import check_storage, open_storage, storage_url
     from sanet.hpo.study import load_existing, mlflow_client, parent_run_of
-    from sanet.provenance import sidecar_path, write_sidecar
-    from sanet.stores import redact
-    from sanet.tracking import check_tracking_uri, tracking_uri
+    from sanet.hpo.study_storage import check_storage, open_storage, storage_url
+    from sanet.infra.preflight import redact
+    from sanet.infra.provenance import sidecar_path, write_sidecar
+    from sanet.infra.tracking import check_tracking_uri, tracking_uri
 
     check_space(space)
     url = storage_url(params)

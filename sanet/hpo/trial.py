@@ -1,7 +1,7 @@
 """One trial: train the sampled settings on the short schedule, report the validation score, let the pruner stop it.
 
 The objective (`TrialObjective`, what a study maximises) is measured on the `hpo.val_ids` identities held out of
-`data.train`'s training split (never a test benchmark), after every epoch (`sanet.engine.validation`):
+`data.train`'s training split (never a test benchmark), after every epoch (`sanet.train.validation`):
 
     score = (holistic mAP + partial mAP) / 2
 
@@ -79,7 +79,7 @@ class TrialObjective:
         import mlflow
         import optuna
 
-        from sanet.engine.validation import SCORE
+        from sanet.train.validation import SCORE
 
         if not run:  # the trainer's run is active here: remember it, so that even a crashed trial points to it
             active = mlflow.active_run()
@@ -103,7 +103,7 @@ class TrialObjective:
     def __call__(self, trial: optuna.Trial) -> float:
         import optuna
 
-        from sanet.engine.trainer import TrainHooks, train
+        from sanet.train.trainer import TrainHooks, train
 
         self.numbers.append(trial.number)
         self.validations = []

@@ -116,10 +116,10 @@ def run_worker(
     """
     import optuna
 
-    from sanet.engine.errors import TrainingError
-    from sanet.hpo.storage import open_storage, storage_url
     from sanet.hpo.study import ensure_study, preflight
+    from sanet.hpo.study_storage import open_storage, storage_url
     from sanet.hpo.trial import TrialObjective
+    from sanet.train.errors import TrainingError
 
     check_space(space)
     check_variant(space, params.model.variant)

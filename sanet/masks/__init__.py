@@ -3,12 +3,12 @@
 * :mod:`sanet.masks.keypoints`: keypoint sources (synthetic ground truth, a COCO keypoint file) and the rule that
   keeps the person nearest the image centre; :mod:`sanet.masks.pifpaf`: OpenPifPaf as a source (imported lazily).
 * :mod:`sanet.masks.part_masks`: the geometry that turns one person's keypoints into five binary masks.
-* :mod:`sanet.masks.store`: few large, memory-mapped files per image folder, O(1) lookup by image path.
+* :mod:`sanet.masks.mask_files`: few large, memory-mapped files per image folder, O(1) lookup by image path.
 * :mod:`sanet.masks.coverage`, :mod:`sanet.masks.preview`: the stage's metric and overlays for people.
 * :mod:`sanet.masks.stage`: ``run_masks``, what `sanet masks` and the DVC stage ``masks`` run.
 
 The package itself exports only the stage's errors: importing it does not import numpy, torch or OpenPifPaf (the
-CLI imports the errors before it pins the CPU kernels, sanet.engine.cpu_kernels).
+CLI imports the errors before it pins the CPU kernels, sanet.train.cpu_kernels).
 """
 
 from sanet.masks.errors import CheckpointError, MasksError, PifPafMissingError

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sanet.atomic import atomic_write
-from sanet.masks.store import MaskStore
-from sanet.parts import PARTS
+from sanet.contracts.parts import PARTS
+from sanet.infra.atomic import atomic_write
+from sanet.masks.mask_files import MaskStore
 
 __all__ = ["Coverage", "compute_coverage", "format_coverage", "write_coverage"]
 

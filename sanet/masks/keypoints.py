@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sanet.data.synthetic import COCO_KEYPOINTS, KEYPOINTS_FILE
+from sanet.contracts.keypoints import COCO_KEYPOINTS, KEYPOINTS_FILE
 from sanet.masks.errors import MasksError
 
 __all__ = [

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sanet.data.synthetic import COCO_KEYPOINTS
-from sanet.parts import NUM_PARTS, PARTS
+from sanet.contracts.keypoints import COCO_KEYPOINTS
+from sanet.contracts.parts import NUM_PARTS, PARTS
 
 __all__ = [
     "PART_GROUPS",
@@ -211,7 +211,7 @@ def part_masks(
         min_area: a part covering less than this fraction of the image is cleared (counts as not visible).
 
     Returns:
-        (5, height, width) uint8 array in the order of :data:`sanet.parts.PARTS`.
+        (5, height, width) uint8 array in the order of :data:`sanet.contracts.parts.PARTS`.
     """
     out_h, out_w = out_size
     masks = np.zeros((NUM_PARTS, out_h, out_w), dtype=np.uint8)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from sanet.data.synthetic import COCO_KEYPOINTS
+from sanet.contracts.keypoints import COCO_KEYPOINTS
 from sanet.masks.errors import CheckpointError, MasksError, PifPafMissingError
 from sanet.masks.keypoints import ImageItem, KeypointSource, People
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from sanet.atomic import atomic_write
+from sanet.contracts.parts import LOCAL_PARTS, PARTS
 from sanet.data.benchmarks import read_image
-from sanet.masks.store import MaskStore
-from sanet.parts import LOCAL_PARTS, PARTS
+from sanet.infra.atomic import atomic_write
+from sanet.masks.mask_files import MaskStore
 
 __all__ = ["PART_COLOURS", "render_preview", "write_preview"]
 

@@ -3,7 +3,7 @@
 ``run_masks`` is what `sanet masks` and the DVC stage ``masks`` call; it can also run from Python (Kubeflow
 components, notebooks). Per image folder of the data root it decodes each image (a corrupt one stops the run with
 its path), asks the keypoint source for the people in it, keeps the one nearest the centre, draws the five masks
-(:mod:`sanet.masks.part_masks`) and stores the folder (:mod:`sanet.masks.store`). Then it computes the coverage of
+(:mod:`sanet.masks.part_masks`) and stores the folder (:mod:`sanet.masks.mask_files`). Then it computes the coverage of
 every benchmark split and writes it as the stage's metric. An image in which the source finds nobody gets five
 empty masks and is counted (``no_person``); the stage goes on.
 """
@@ -20,13 +20,13 @@ import numpy as np
 from tqdm import tqdm
 
 from sanet.config import MasksParams, Params
+from sanet.contracts.parts import NUM_PARTS
 from sanet.data.benchmarks import ReIDBenchmark, available_benchmarks, build_benchmark, read_image
 from sanet.masks.coverage import Coverage, compute_coverage, write_coverage
 from sanet.masks.errors import MasksError
 from sanet.masks.keypoints import CocoJsonSource, ImageItem, KeypointSource, SyntheticSource, nearest_person
+from sanet.masks.mask_files import MaskStore, write_folder
 from sanet.masks.part_masks import part_masks
-from sanet.masks.store import MaskStore, write_folder
-from sanet.parts import NUM_PARTS
 
 __all__ = [
     "MasksReport",
@@ -237,7 +237,7 @@ def log_masks_run(params: Params, report: MasksReport) -> str:
     """
     import mlflow
 
-    from sanet.tracking import check_tracking_uri, log_file, run_tags, start_run, tracking_uri
+    from sanet.infra.tracking import check_tracking_uri, log_file, run_tags, start_run, tracking_uri
 
     check_tracking_uri(tracking_uri(params))
     metrics = {"masks/images": float(report.images), "masks/images_per_second": report.images_per_second}

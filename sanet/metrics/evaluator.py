@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from sanet.config import EvaluationParams, RerankParams
+from sanet.contracts.parts import GLOBAL_INDEX, PARTS
 from sanet.metrics.distance import DEFAULT_CHUNK_BYTES, cosine_distance, euclidean_distance, part_distance
 from sanet.metrics.ranking import RankingResult, evaluate_ranking
 from sanet.metrics.rerank import k_reciprocal_rerank
-from sanet.parts import GLOBAL_INDEX, PARTS
 
 REPORTED_RANKS = (1, 3, 5, 10)
 DISTANCES = ("part", "euclidean", "cosine")
@@ -29,7 +29,7 @@ class ReIDEvaluator:
     `process` takes a mapping with `features` ((B, P, D) part features or (B, D) global ones), `visibility` ((B, P)
     booleans; needed by the part distance), `pids` and `camids`. The first `num_query` processed images are the
     queries, the rest the gallery. `distance="part"` is paper Eq. 7; `euclidean` and `cosine` compare one vector per
-    image: the global branch (`sanet.parts.PARTS[-1]`) of part features, or the given (B, D) features. After
+    image: the global branch (`sanet.contracts.parts.PARTS[-1]`) of part features, or the given (B, D) features. After
     `evaluate`, `distmat` and `result` (a RankingResult: the whole CMC curve, per-query AP) stay available.
     """
 

@@ -9,7 +9,7 @@
 | `fixed_fe` | every path always on, static | the four parts + global |
 | `sanet` | adaptive (Gumbel-softmax routing, argmax at eval) | the four parts + global |
 
-Forward output (a dict of tensors, part order `sanet.parts.PARTS`):
+Forward output (a dict of tensors, part order `sanet.contracts.parts.PARTS`):
 
 Training mode, over the model's P branches (P = 4 for `hpnet`, 5 otherwise; `out["parts"]` gives their indices in
 `PARTS`):
@@ -38,15 +38,15 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from sanet.contracts.parts import LOCAL_PARTS, NUM_PARTS, PARTS
+from sanet.contracts.variants import VARIANTS
 from sanet.model.afe import AFE, routing_from
 from sanet.model.backbone import Backbone, build_backbone, fresh_stage, last_stride_one
 from sanet.model.mfe import PartBranch
-from sanet.parts import LOCAL_PARTS, NUM_PARTS, PARTS
 
 if TYPE_CHECKING:
     from sanet.config import AFEParams, MFEParams, Params
 
-VARIANTS: tuple[str, ...] = ("hpnet", "global", "fixed_fe", "sanet")
 HIDDEN_MASK_LOGIT = -1e4
 """Eval mask logit of a part the variant has no branch for (hpnet's global row)."""
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sanet.lazy import lazy_attributes
+from sanet.infra.lazy import lazy_attributes
 from sanet.registry.errors import RegistryError
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sanet.errors import ReportError
+from sanet.infra.errors import ReportError
 from sanet.registry.errors import RegistryError
 
 if TYPE_CHECKING:
@@ -70,10 +70,10 @@ def read_candidate(params: Params, model_file: str | Path, eval_dir: str | Path)
         RegistryError: missing model file or evaluation folder (named, with what produces it), a malformed
             evaluation, an unreadable model file, or an evaluation of another model file (named benchmark).
     """
-    from sanet.engine.checkpoint import load_model_file
-    from sanet.engine.errors import CheckpointError
-    from sanet.evaluate import model_md5
+    from sanet.infra.hashing import file_md5
     from sanet.report.inputs import load_evaluations
+    from sanet.train.checkpoint import load_model_file
+    from sanet.train.errors import CheckpointError
 
     model_file, eval_dir = Path(model_file), Path(eval_dir)
     if not model_file.is_file():
@@ -89,7 +89,7 @@ def read_candidate(params: Params, model_file: str | Path, eval_dir: str | Path)
         evaluations = load_evaluations(eval_dir, params.data.evaluate, str(model_file))
     except ReportError as exc:
         raise RegistryError(str(exc)) from None
-    md5 = model_md5(model_file)
+    md5 = file_md5(model_file)
     _check_md5(evaluations, md5, model_file)
     try:
         _, trained, meta = load_model_file(model_file)

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from sanet.registry.errors import RegistryError
-from sanet.registry.store import (
+from sanet.registry.client import (
     CHAMPION,
     aliases,
     all_versions,
@@ -24,6 +23,7 @@ from sanet.registry.store import (
     registered_model,
     registry_client,
 )
+from sanet.registry.errors import RegistryError
 
 if TYPE_CHECKING:
     from sanet.config import Params
@@ -67,7 +67,7 @@ def promote(params: Params, version: int, reason: str) -> PromoteResult:
         RegistryError: an empty reason, no registered model, or an unknown version (the message lists the existing
             ones); nothing is changed then.
     """
-    from sanet.tracking import check_tracking_uri, run_tags, start_run, tracking_uri
+    from sanet.infra.tracking import check_tracking_uri, run_tags, start_run, tracking_uri
 
     reason = reason.strip()
     if not reason:

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sanet.atomic import atomic_write
+from sanet.infra.atomic import atomic_write
+from sanet.registry.client import tag_value
 from sanet.registry.gate import GATE_METRICS, GateDecision
-from sanet.registry.store import tag_value
 
 __all__ = ["decision_tags", "result_tags", "write_record"]
 

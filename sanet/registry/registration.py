@@ -15,7 +15,7 @@ The DVC stage after `report`. In one MLflow run (stage `register`, experiment `t
 md5 and training data, its results per benchmark, and the gate's decision with its numbers (the champion named by
 its model's md5). It never depends on the history of the tracking store beyond that decision: the version number,
 the aliases, the run ids and the model URI (MLflow's bookkeeping), the git sha and the pipeline run go to the version
-tags and to the git-ignored sidecar `reports/registry.provenance.json` (`sanet.provenance`). A fresh clone's
+tags and to the git-ignored sidecar `reports/registry.provenance.json` (`sanet.infra.provenance`). A fresh clone's
 `make demo` (an empty mlflow.db) therefore writes the same bytes every time.
 
 A failed gate is not an error: the version is registered, keeps `candidate`, and `sanet promote` can still make it
@@ -28,11 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from sanet.registry.errors import RegistryError
-from sanet.registry.gate import GateDecision, evaluate_gate
-from sanet.registry.inputs import Candidate, model_params, read_candidate
-from sanet.registry.record import decision_tags, result_tags, write_record
-from sanet.registry.store import (
+from sanet.registry.client import (
     CANDIDATE,
     CHAMPION,
     aliases,
@@ -44,6 +40,10 @@ from sanet.registry.store import (
     registry_client,
     version_results,
 )
+from sanet.registry.errors import RegistryError
+from sanet.registry.gate import GateDecision, evaluate_gate
+from sanet.registry.inputs import Candidate, model_params, read_candidate
+from sanet.registry.record import decision_tags, result_tags, write_record
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -147,7 +147,7 @@ def check_gate(params: Params, model_file: str | Path, eval_dir: str | Path) -> 
         TrackingError: the tracking store does not answer.
         RegistryError: a missing model file or evaluation folder, or an MLflow error while reading the registry.
     """
-    from sanet.tracking import check_tracking_uri, tracking_uri
+    from sanet.infra.tracking import check_tracking_uri, tracking_uri
 
     uri = tracking_uri(params)
     check_tracking_uri(uri)
@@ -168,7 +168,7 @@ def register(params: Params, model_file: str | Path, eval_dir: str | Path, out: 
         RegistryError: a missing model file or evaluation folder, an evaluation of another model file, or an MLflow
             error while registering (all but the last before anything is logged).
     """
-    from sanet.tracking import check_tracking_uri, tracking_uri
+    from sanet.infra.tracking import check_tracking_uri, tracking_uri
 
     uri = tracking_uri(params)
     check_tracking_uri(uri)
@@ -185,9 +185,9 @@ def _register(
 ) -> RegisterResult:
     import mlflow
 
-    from sanet.provenance import sidecar_path, training_sidecar, write_sidecar
-    from sanet.stores import redact
-    from sanet.tracking import flat_params, git_sha, log_file, pipeline_run_id, run_tags, start_run
+    from sanet.infra.preflight import redact
+    from sanet.infra.provenance import sidecar_path, training_sidecar, write_sidecar
+    from sanet.infra.tracking import flat_params, git_sha, log_file, pipeline_run_id, run_tags, start_run
 
     run_params = model_params(params, candidate.params)
     tolerance = params.registry.tolerance

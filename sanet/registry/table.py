@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from sanet.registry.store import (
+from sanet.registry.client import (
     CANDIDATE,
     CHAMPION,
     aliases,
@@ -90,8 +90,8 @@ def registry_table(params: Params) -> str:
         TrackingError: the tracking store does not answer (checked first).
         RegistryError: the registry has no model of that name (says how to create it).
     """
-    from sanet.stores import redact
-    from sanet.tracking import check_tracking_uri, tracking_uri
+    from sanet.infra.preflight import redact
+    from sanet.infra.tracking import check_tracking_uri, tracking_uri
 
     uri = tracking_uri(params)
     check_tracking_uri(uri)

@@ -19,7 +19,7 @@ ABLATION_BENCHMARK = "partial_ilids_p"
 """The paper's Tables 3 and 4 are on Partial-iLIDS-P."""
 
 ABLATED_PARAMS: tuple[str, ...] = ("variant", "afe_layers", "afe_kernel")
-"""Flat params (`sanet.tracking.flat_params`) that Tables 3 and 4 vary."""
+"""Flat params (`sanet.infra.tracking.flat_params`) that Tables 3 and 4 vary."""
 
 RESULT_NEUTRAL_PARAMS: frozenset[str] = frozenset(
     {
@@ -98,7 +98,7 @@ def search_ablations(params: Params, uri: str, reference: Evaluation | None) -> 
     (`RESULT_NEUTRAL_PARAMS`); a param the run lacks counts as different. The search never fails the report: when
     the store cannot be searched, `skipped` says why.
     """
-    from sanet.tracking import flat_params
+    from sanet.infra.tracking import flat_params
 
     if reference is None:
         return AblationSearch(skipped=f"{ABLATION_BENCHMARK} was not evaluated (Tables 3 and 4 are on it)")

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from sanet import paper_results as paper
+from sanet.report import paper_results as paper
 from sanet.report.formatting import LABELS, benchmark_name, percent
 from sanet.report.inputs import Evaluation, Training, is_number
 

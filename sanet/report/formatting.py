@@ -3,7 +3,7 @@ percentages with one decimal, the paper's percentages, differences in points, an
 
 from __future__ import annotations
 
-from sanet import paper_results as paper
+from sanet.report import paper_results as paper
 
 LABELS: dict[str, str] = {
     "rank1": "Rank-1",

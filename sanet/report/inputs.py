@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sanet.errors import ReportError
+from sanet.infra.errors import ReportError
 
 if TYPE_CHECKING:
     from sanet.config import Params
@@ -31,7 +31,8 @@ COUNTS: tuple[str, ...] = ("num_query", "num_gallery")
 @dataclass(frozen=True)
 class Evaluation:
     """One benchmark's evaluation: `metrics` (fractions and counts), `run` (run.json), the CMC, and
-    the method diagnostics (`diagnostics.json`, see `sanet.diagnostics`; None for an evaluation without them)."""
+    the method diagnostics (`diagnostics.json`, see `sanet.evaluation.diagnostics`; None for an evaluation without
+    them)."""
 
     benchmark: str
     folder: Path

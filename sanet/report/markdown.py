@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sanet import paper_results as paper
 from sanet.data.benchmarks import BENCHMARKS, ReIDBenchmark
+from sanet.report import paper_results as paper
 from sanet.report.ablations import AblationSearch
 from sanet.report.formatting import (
     DASH,

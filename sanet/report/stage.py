@@ -4,7 +4,7 @@ as artifacts with the headline metrics.
 
 The files are DVC outputs and hold nothing run-dependent (`sanet.report.markdown`); the report's MLflow run, its
 pipeline run and the MLflow runs of the ablations it shows go to the run's tags and to the git-ignored sidecar
-`<out stem>.provenance.json` (`reports/benchmark.provenance.json`, `sanet.provenance`)."""
+`<out stem>.provenance.json` (`reports/benchmark.provenance.json`, `sanet.infra.provenance`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sanet.atomic import atomic_write
+from sanet.infra.atomic import atomic_write
 from sanet.report.ablations import ABLATION_BENCHMARK, AblationSearch, search_ablations
 from sanet.report.figures import render_figures
 from sanet.report.inputs import METRICS, is_synthetic, load_evaluations, load_training, primary_evaluation
@@ -59,8 +59,8 @@ def run_report(
     """
     import mlflow
 
-    from sanet.provenance import read_sidecar, sidecar_path, write_sidecar
-    from sanet.tracking import check_tracking_uri, log_file, pipeline_run_id, run_tags, start_run, tracking_uri
+    from sanet.infra.provenance import read_sidecar, sidecar_path, write_sidecar
+    from sanet.infra.tracking import check_tracking_uri, log_file, pipeline_run_id, run_tags, start_run, tracking_uri
 
     uri = tracking_uri(params)
     check_tracking_uri(uri)
