@@ -32,8 +32,9 @@ from torchvision.models import resnet18, resnet34, resnet50
 
 from sanet.config import load_params
 from sanet.contracts.parts import NUM_PARTS
-from sanet.model import VARIANTS, build_model
+from sanet.contracts.variants import VARIANTS
 from sanet.model.cost import count_macs, count_parameters
+from sanet.model.sanet import build_model
 from sanet.train.losses import build_criterion
 
 PLAIN = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}

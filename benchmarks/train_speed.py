@@ -29,7 +29,8 @@ import torch
 from model_cost import synthetic_batch  # benchmarks/model_cost.py: random images with band-shaped part labels
 
 from sanet.config import Params, load_params
-from sanet.model import VARIANTS, build_model
+from sanet.contracts.variants import VARIANTS
+from sanet.model.sanet import build_model
 from sanet.train.features import autocast_dtype
 from sanet.train.losses import build_criterion
 from sanet.train.optim import build_optimizer

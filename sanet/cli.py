@@ -14,18 +14,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import sanet  # noqa: F401  (sets the no-telemetry environment before mlflow or dvc can be imported)
-from sanet.cluster.kubeflow import PIPELINES, KubeflowError  # kfp-free: kfp is imported by the commands that need it
-from sanet.config import DEFAULT_PARAMS_FILE, ConfigError, Params, load_params, to_yaml
+from sanet.cluster.kubeflow import PIPELINES  # kfp-free: kfp is imported by the commands that need it
+from sanet.config import DEFAULT_PARAMS_FILE, Params, load_params, to_yaml
 from sanet.contracts.variants import VARIANTS
-from sanet.data.benchmarks import BENCHMARKS, BenchmarkError, available_benchmarks, build_benchmark, format_statistics
-from sanet.hpo import SPACES, HPOError  # torch-, optuna- and mlflow-free
-from sanet.infra.errors import EvaluationError, OverwriteError, PlotsError, ReportError, StorageError  # numpy-free
-from sanet.infra.tracking import TrackingError  # mlflow-free: mlflow is imported only by the functions that log
-from sanet.masks.errors import MasksError  # torch-free: OpenPifPaf is imported only when a run needs it
-from sanet.model import WeightsError  # torch-free: the model itself is imported by the commands that need it
-from sanet.registry import RegistryError  # mlflow-free
+from sanet.data.benchmarks import BENCHMARKS, available_benchmarks, build_benchmark, format_statistics
+from sanet.hpo.spaces import SPACES  # torch-, optuna- and mlflow-free
+from sanet.infra.errors import SanetError  # every error the project raises on purpose derives from it
 from sanet.train.cpu_kernels import pin_cpu_kernels  # torch-free until torch is imported
-from sanet.train.errors import CheckpointError, DistributedError, TrainingError  # torch-free
 
 EXIT_USAGE = 2
 BENCHMARK_NAMES = list(BENCHMARKS)
@@ -49,20 +44,18 @@ def _common() -> argparse.ArgumentParser:
 
 def cmd_synth(args: argparse.Namespace, params: Params) -> int:
     """Generate the synthetic benchmark and/or its contact sheet."""
-    from sanet.data.synthetic import write_contact_sheet, write_synthetic
+    from sanet.data.stage import run_synth
 
     synth = params.synth
     if args.seed is not None:
         synth = synth.model_copy(update={"seed": args.seed})
+    result = run_synth(synth, out=args.out, preview=args.preview, progress=not args.quiet)
     if args.out is not None:
-        counts = write_synthetic(args.out, synth, progress=not args.quiet)
-        total = sum(counts.values())
-        print(f"wrote the synthetic benchmark (seed {synth.seed}) to {args.out}: {total} images")
-        for folder, n in counts.items():
+        print(f"wrote the synthetic benchmark (seed {synth.seed}) to {args.out}: {result.images} images")
+        for folder, n in result.counts.items():
             print(f"  {folder}: {n} images")
-    if args.preview is not None:
-        path = write_contact_sheet(args.preview, synth)
-        print(f"wrote the contact sheet {path}")
+    if result.preview is not None:
+        print(f"wrote the contact sheet {result.preview}")
     return 0
 
 
@@ -101,8 +94,8 @@ def cmd_model_summary(args: argparse.Namespace, params: Params) -> int:
 
 def cmd_model_check(args: argparse.Namespace, params: Params) -> int:
     """Build the model as the parameters say, weights included: a pre-flight check before training."""
-    from sanet.model import build_model  # imports torch: only when this command runs
     from sanet.model.cost import count_parameters
+    from sanet.model.sanet import build_model  # imports torch: only when this command runs
 
     model = build_model(params, num_classes=args.num_classes)
     print(
@@ -114,12 +107,10 @@ def cmd_model_check(args: argparse.Namespace, params: Params) -> int:
 
 def cmd_masks(args: argparse.Namespace, params: Params) -> int:
     """Compute and store the part masks of the chosen benchmarks, print their coverage and speed; and/or overlays."""
-    from sanet.infra.tracking import check_tracking_uri, tracking_uri
     from sanet.masks.coverage import format_coverage
-    from sanet.masks.stage import log_masks_run, run_masks, write_masks_preview
+    from sanet.masks.stage import run_masks, write_masks_preview
 
     if args.benchmark is not None:
-        check_tracking_uri(tracking_uri(params))  # fail before the work, not after it
         report = run_masks(params, args.benchmark, root=args.root, out_dir=args.out, progress=not args.quiet)
         out = args.out if args.out is not None else params.masks.out_dir
         print(
@@ -135,7 +126,7 @@ def cmd_masks(args: argparse.Namespace, params: Params) -> int:
             f"speed: {report.images_per_second:.1f} images/s ({report.images} images in {report.seconds:.1f} s, "
             f"source {report.source}, device {report.device})"
         )
-        print(f"MLflow run {log_masks_run(params, report)}")
+        print(f"MLflow run {report.run_id}")
     if args.preview is not None:
         path = write_masks_preview(params, args.preview, args.benchmark or "all", root=args.root, out_dir=args.out)
         print(f"wrote the mask overlays {path}")
@@ -144,9 +135,9 @@ def cmd_masks(args: argparse.Namespace, params: Params) -> int:
 
 def cmd_train(args: argparse.Namespace, params: Params) -> int:
     """Train on data.train (resuming from the output folder's last checkpoint); exit 143 when stopped by SIGTERM."""
-    from sanet.train.trainer import EXIT_PREEMPTED, train
+    from sanet.train.stage import EXIT_PREEMPTED, run_train
 
-    result = train(
+    result = run_train(
         params,
         out_dir=args.out,
         device=args.device,
@@ -190,9 +181,9 @@ def cmd_report(args: argparse.Namespace, params: Params) -> int:
 
 def cmd_register(args: argparse.Namespace, params: Params) -> int:
     """Register the evaluated model (alias candidate) and move champion when it passes the gate."""
-    from sanet.registry import register
+    from sanet.registry.stage import run_register
 
-    result = register(params, model_file=args.model, eval_dir=args.eval_dir, out=args.out)
+    result = run_register(params, model_file=args.model, eval_dir=args.eval_dir, out=args.out)
     print(f"sanet register: {result.summary()}")
     for line in result.decision.reason.splitlines():
         print(f"  {line}")
@@ -202,7 +193,7 @@ def cmd_register(args: argparse.Namespace, params: Params) -> int:
 
 def cmd_promote(args: argparse.Namespace, params: Params) -> int:
     """Manual override: give alias champion to a version, with the reason recorded."""
-    from sanet.registry import promote
+    from sanet.registry.promotion import promote
 
     result = promote(params, version=args.version, reason=args.reason)
     print(f"sanet promote: {result.summary()}")
@@ -211,7 +202,7 @@ def cmd_promote(args: argparse.Namespace, params: Params) -> int:
 
 def cmd_registry_show(args: argparse.Namespace, params: Params) -> int:
     """Print the registered model's versions, aliases, gate decisions and metrics."""
-    from sanet.registry import registry_table
+    from sanet.registry.table import registry_table
 
     print(registry_table(params))
     return 0
@@ -219,7 +210,9 @@ def cmd_registry_show(args: argparse.Namespace, params: Params) -> int:
 
 def cmd_hpo(args: argparse.Namespace, params: Params) -> int:
     """An Optuna study over one search space: create it, run trials as one worker, summarise (or one of these)."""
-    from sanet.hpo import create_study, run_worker, summarise_study
+    from sanet.hpo.study import create_study
+    from sanet.hpo.summary import summarise_study
+    from sanet.hpo.worker import run_worker
 
     if args.step in ("create", "all"):
         info = create_study(params, args.space)
@@ -506,24 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in KERNEL_COMMANDS:  # before the command imports torch (sanet.train.cpu_kernels)
             pin_cpu_kernels(params.train.cpu_kernels)
         return func(args, params)
-    except (
-        ConfigError,
-        BenchmarkError,
-        OverwriteError,
-        WeightsError,
-        MasksError,
-        TrainingError,
-        CheckpointError,
-        DistributedError,
-        EvaluationError,
-        ReportError,
-        PlotsError,
-        StorageError,
-        TrackingError,
-        RegistryError,
-        HPOError,
-        KubeflowError,
-    ) as exc:
+    except SanetError as exc:
         print(f"sanet {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # output piped into `head` and friends: not an error of ours

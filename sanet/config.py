@@ -20,12 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sanet.contracts.variants import Variant
 from sanet.data.benchmarks import BENCHMARKS
+from sanet.infra.errors import SanetError
 
 PAPER_PROFILE = "paper"
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 
 
-class ConfigError(ValueError):
+class ConfigError(SanetError, ValueError):
     """Invalid parameters: the message names every offending key and what it allows."""
 
 

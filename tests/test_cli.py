@@ -11,7 +11,7 @@ import pytest
 
 from sanet.cli import main
 from sanet.data.benchmarks import BENCHMARKS
-from sanet.hpo import SPACES
+from sanet.hpo.spaces import SPACES
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [

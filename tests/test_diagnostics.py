@@ -40,7 +40,7 @@ from sanet.masks.errors import MasksError
 from sanet.masks.mask_files import MaskStore, write_folder
 from sanet.metrics import build_evaluator, euclidean_distance
 from sanet.train.features import EvaluationResult, Extracted
-from sanet.train.trainer import train
+from sanet.train.stage import run_train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -328,7 +328,7 @@ def test_evaluate_writes_the_diagnostics_deterministically(tiny_data, tmp_path: 
 
     overrides = tiny_overrides(tiny_data, tmp_path, "train.epochs=1", "tracking.log_model=false")
     params = load_params(REPO / "params.yaml", overrides)
-    model_file = train(params, out_dir=tmp_path / "train", progress=False).model_file
+    model_file = run_train(params, out_dir=tmp_path / "train", progress=False).model_file
     first = run_evaluate(params, "market1501", model_file, out_dir=tmp_path / "a", progress=False)
     run_evaluate(params, "market1501", model_file, out_dir=tmp_path / "b", progress=False)
 

@@ -24,7 +24,7 @@ from sanet.infra.errors import EvaluationError
 from sanet.train.checkpoint import load_model_file
 from sanet.train.errors import CheckpointError
 from sanet.train.features import evaluate_benchmark
-from sanet.train.trainer import train
+from sanet.train.stage import run_train
 
 REPO = Path(__file__).resolve().parents[1]
 SANET = str(Path(sys.executable).with_name("sanet"))
@@ -42,7 +42,7 @@ def trained(tiny_data, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
     """A model trained for one epoch on the tiny data: (model file, the overrides it was trained with)."""
     out = tmp_path_factory.mktemp("trained")
     overrides = tiny_overrides(tiny_data, out, "train.epochs=1", "tracking.log_model=false")
-    result = train(load_params(REPO / "params.yaml", overrides), out_dir=out / "train", progress=False)
+    result = run_train(load_params(REPO / "params.yaml", overrides), out_dir=out / "train", progress=False)
     return result.model_file, overrides
 
 
@@ -112,7 +112,7 @@ def test_evaluate_without_adaptive_routing_says_so(tiny_data, tmp_path: Path) ->
         tiny_data, tmp_path, "train.epochs=1", "model.variant=global", "tracking.log_model=false"
     )
     params = load_params(REPO / "params.yaml", overrides)
-    model_file = train(params, out_dir=tmp_path / "train", progress=False).model_file
+    model_file = run_train(params, out_dir=tmp_path / "train", progress=False).model_file
     run_evaluate(params, "market1501", model_file, out_dir=tmp_path / "eval", progress=False)
     routing = json.loads((tmp_path / "eval" / "routing.json").read_text())
     assert routing["adaptive"] is False and "global" in routing["note"]
@@ -163,20 +163,20 @@ def test_restart_stale_resumes_unfinished_and_replaces_finished_or_foreign_check
 ) -> None:
     params = load_params(REPO / "params.yaml", tiny_overrides(tiny_data, tmp_path, "tracking.log_model=false"))
     out = tmp_path / "train"
-    first = train(params, out_dir=out, progress=False, stop_after_steps=2)
+    first = run_train(params, out_dir=out, progress=False, stop_after_steps=2)
     assert first.interrupted
-    resumed = train(params, out_dir=out, progress=False, restart_stale=True)
+    resumed = run_train(params, out_dir=out, progress=False, restart_stale=True)
     assert resumed.resumed_from == str(out / CHECKPOINT_FILE) and not resumed.interrupted
     assert (out / MODEL_FILE).is_file()
 
     capsys.readouterr()
-    again = train(params, out_dir=out, progress=False, restart_stale=True)  # finished: a new training
+    again = run_train(params, out_dir=out, progress=False, restart_stale=True)  # finished: a new training
     assert again.resumed_from is None and "its training had finished" in capsys.readouterr().out
 
     other = load_params(
         REPO / "params.yaml", tiny_overrides(tiny_data, tmp_path, "tracking.log_model=false", "train.lr=0.05")
     )
     with pytest.raises(CheckpointError, match="other training parameters"):
-        train(other, out_dir=out, progress=False, stop_after_steps=1)
-    replaced = train(other, out_dir=out, progress=False, restart_stale=True, stop_after_steps=1)
+        run_train(other, out_dir=out, progress=False, stop_after_steps=1)
+    replaced = run_train(other, out_dir=out, progress=False, restart_stale=True, stop_after_steps=1)
     assert replaced.resumed_from is None and "other training parameters" in capsys.readouterr().out

@@ -27,7 +27,8 @@ from sanet.data.dataset import ImageDataset
 from sanet.data.holdout import PARTIAL_EXTENT, holdout_split, partial_queries
 from sanet.data.partial import RowSpan
 from sanet.data.transforms import TestTransform, decode_image
-from sanet.hpo import run_worker, study_name
+from sanet.hpo.settings import study_name
+from sanet.hpo.worker import run_worker
 from sanet.train.validation import HELD_OUT_KEYS, SCORE, evaluate_validation
 
 REPO = Path(__file__).resolve().parents[1]

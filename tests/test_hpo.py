@@ -17,22 +17,14 @@ from mlflow import MlflowClient
 from test_train import tiny_data, tiny_overrides  # noqa: F401  (tiny_data is a fixture)
 
 from sanet.config import ConfigError, Params, load_params
-from sanet.hpo import (
-    SPACES,
-    HPOError,
-    check_storage,
-    create_study,
-    open_storage,
-    run_hpo,
-    run_worker,
-    storage_url,
-    study_name,
-    suggest,
-    summarise_study,
-    trial_params,
-)
-from sanet.hpo.settings import compress_milestones
-from sanet.hpo.spaces import DOTTED, space_params
+from sanet.hpo.errors import HPOError
+from sanet.hpo.settings import compress_milestones, study_name, trial_params
+from sanet.hpo.spaces import DOTTED, SPACES, space_params, suggest
+from sanet.hpo.stage import run_hpo
+from sanet.hpo.study import create_study
+from sanet.hpo.study_storage import check_storage, open_storage, storage_url
+from sanet.hpo.summary import summarise_study
+from sanet.hpo.worker import run_worker
 from sanet.infra.tracking import TrackingError
 
 REPO = Path(__file__).resolve().parents[1]

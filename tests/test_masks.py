@@ -294,7 +294,9 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def stored(small: Path) -> tuple[Path, object]:
     out = small.parent / "masks"
-    report = run_masks(demo_params(), "all", root=small, out_dir=out, coverage_file=out / "cov.json", progress=False)
+    report = run_masks(
+        demo_params(), "all", root=small, out_dir=out, coverage_file=out / "cov.json", progress=False, track=False
+    )
     return out, report
 
 
@@ -348,7 +350,7 @@ def test_missing_keypoint_file_is_one_clear_error(small: Path, tmp_path: Path) -
     shutil.copytree(small / "Partial_iLIDS", root / "Partial_iLIDS")
     (root / "Partial_iLIDS" / KEYPOINTS_FILE).unlink()
     with pytest.raises(MasksError, match=r"keypoints_coco17\.json[\s\S]*sanet synth"):
-        run_masks(demo_params(), "partial_ilids_p", root=root, out_dir=tmp_path / "m", progress=False)
+        run_masks(demo_params(), "partial_ilids_p", root=root, out_dir=tmp_path / "m", progress=False, track=False)
 
 
 def test_coco_json_source_counts_unlisted_images(small: Path, tmp_path: Path) -> None:
@@ -360,7 +362,9 @@ def test_coco_json_source_counts_unlisted_images(small: Path, tmp_path: Path) ->
     }
     (tmp_path / "kps.json").write_text(json.dumps(coco))
     params = demo_params("masks.source=coco_json", f"masks.coco_json={tmp_path / 'kps.json'}")
-    report = run_masks(params, "partial_ilids_p", small, tmp_path / "m", tmp_path / "c.json", progress=False)
+    report = run_masks(
+        params, "partial_ilids_p", small, tmp_path / "m", tmp_path / "c.json", progress=False, track=False
+    )
     assert report.not_listed == len(keep)  # the gallery is not in the file: empty masks, counted
     assert report.coverage["partial_ilids_p"]["gallery"]["global"] == 0.0
     assert report.coverage["partial_ilids_p"]["query"]["head"] == 1.0

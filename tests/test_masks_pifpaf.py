@@ -16,7 +16,7 @@ import pytest
 from sanet.cli import main
 from sanet.config import SynthParams, load_params
 from sanet.data.synthetic import write_synthetic
-from sanet.masks import CheckpointError, MasksError
+from sanet.masks import MasksError, PifPafCheckpointError
 from sanet.masks.mask_files import MaskStore
 from sanet.masks.pifpaf import CHECKPOINT_RELEASE, DEFAULT_CHECKPOINT, ensure_get_cmap, load_checkpoint, select_device
 from sanet.masks.stage import run_masks
@@ -75,7 +75,7 @@ def test_get_cmap_shim_is_added_only_when_missing(monkeypatch: pytest.MonkeyPatc
 
 
 def test_missing_checkpoint_names_the_file_and_its_release(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError) as exc:
+    with pytest.raises(PifPafCheckpointError) as exc:
         load_checkpoint(tmp_path / "weights" / DEFAULT_CHECKPOINT)
     message = str(exc.value)
     assert str(tmp_path / "weights" / DEFAULT_CHECKPOINT) in message
@@ -100,13 +100,13 @@ def test_checkpoints_with_foreign_classes_are_refused(tmp_path: Path) -> None:
 
     path = tmp_path / "evil.pkl"
     torch.save({"model": torch.nn.Linear(2, 2), "epoch": 0, "hook": os.system}, path)
-    with pytest.raises(CheckpointError, match=r"refusing[\s\S]*system"):
+    with pytest.raises(PifPafCheckpointError, match=r"refusing[\s\S]*system"):
         load_checkpoint(path)
     torch.save({"model": torch.nn.Linear(2, 2), "epoch": 0}, path)  # only torch layers, but no keypoint model
-    with pytest.raises(CheckpointError, match="not an OpenPifPaf COCO-17"):
+    with pytest.raises(PifPafCheckpointError, match="not an OpenPifPaf COCO-17"):
         load_checkpoint(path)
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(PifPafCheckpointError, match="cannot read"):
         load_checkpoint(path)
 
 
@@ -133,7 +133,9 @@ def test_real_openpifpaf_through_the_stage_finds_nobody_and_writes_empty_masks(
         ],
     )
     out = tmp_path / "masks"
-    report = run_masks(params, "partial_ilids_p", root=tiny, out_dir=out, coverage_file=tmp_path / "c.json")
+    report = run_masks(
+        params, "partial_ilids_p", root=tiny, out_dir=out, coverage_file=tmp_path / "c.json", track=False
+    )
     assert report.source == "openpifpaf" and report.device == "cpu"
     assert report.images == 2 * TINY.partial.partial_ilids_ids
     assert report.no_person == report.images  # random weights: nobody found, counted, and the stage went on

@@ -13,11 +13,11 @@ from torchvision.models import resnet18, resnet34
 from sanet.cli import main
 from sanet.config import ConfigError, Params, resolve
 from sanet.contracts.parts import GLOBAL_INDEX, NUM_PARTS
-from sanet.model import NOT_REACHED, WeightsError, build_model
-from sanet.model.afe import AFE, Cell
+from sanet.model.afe import AFE, NOT_REACHED, Cell
 from sanet.model.backbone import build_backbone, imagenet_weights_file
 from sanet.model.cost import count_macs, count_parameters, format_costs, model_costs
-from sanet.model.sanet import SANet
+from sanet.model.errors import WeightsError
+from sanet.model.sanet import SANet, build_model
 from sanet.train.losses import build_criterion
 
 REPO = Path(__file__).resolve().parents[1]

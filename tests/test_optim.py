@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sanet.config import load_params
-from sanet.model import build_model
+from sanet.model.sanet import build_model
 from sanet.train.checkpoint import (
     STATE_FORMAT,
     CheckpointError,

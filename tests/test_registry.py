@@ -32,8 +32,12 @@ from postgres import schema_url
 from sanet.config import GateTolerance, Params, resolve
 from sanet.infra.hashing import file_md5
 from sanet.infra.tracking import TrackingError, run_tags, start_run
-from sanet.model import build_model
-from sanet.registry import RegistryError, evaluate_gate, promote, register, registry_table
+from sanet.model.sanet import build_model
+from sanet.registry.errors import RegistryError
+from sanet.registry.gate import evaluate_gate
+from sanet.registry.promotion import promote
+from sanet.registry.stage import run_register
+from sanet.registry.table import registry_table
 from sanet.serving import log_feature_model
 from sanet.train.checkpoint import save_model_file
 
@@ -253,7 +257,7 @@ def history(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[H
         steps = {}
         for name, results in (("first", FIRST), ("passed", PASSES), ("failed", FAILS)):
             out = root / name / "registry.json"
-            result = register(params, path, write_evaluations(root / name / "eval", md5, results), out)
+            result = run_register(params, path, write_evaluations(root / name / "eval", md5, results), out)
             version = client.get_model_version("sanet", str(result.version))
             aliases = client.get_registered_model("sanet").aliases
             text = out.read_text()
@@ -430,7 +434,7 @@ def test_without_a_logged_model_the_register_run_logs_it(
 ) -> None:
     before = _uris()
     eval_dir = write_evaluations(tmp_path / "eval", file_md5(model_file), FIRST)
-    result = register(sqlite_params, model_file, eval_dir, tmp_path / "reports" / "registry.json")
+    result = run_register(sqlite_params, model_file, eval_dir, tmp_path / "reports" / "registry.json")
     assert _uris() == before
     r = result
     assert (r.version, r.source, r.decision.kind, r.champion_version) == (1, "register_run", "first", 1)
@@ -458,7 +462,7 @@ def test_without_a_sidecar_the_training_run_is_found_by_the_model_md5(
         mlflow.set_tracking_uri(None)  # start_run leaves MLflow's process-wide URI set
     assert not (model_file.parent / "provenance.json").exists()
     eval_dir = write_evaluations(tmp_path / "eval", md5, FIRST)
-    result = register(sqlite_params, model_file, eval_dir, tmp_path / "registry.json")
+    result = run_register(sqlite_params, model_file, eval_dir, tmp_path / "registry.json")
     provenance = json.loads((tmp_path / "registry.provenance.json").read_text())
     assert provenance["run_ids"]["train"] == run.info.run_id and provenance["source"] == "register_run"
     assert json.loads(result.path.read_text())["data_md5"] == TRAIN_DATA_MD5  # the training run's tag
@@ -472,7 +476,7 @@ def test_an_evaluation_of_another_model_file_is_refused(
     run_json.write_text(json.dumps({**json.loads(run_json.read_text()), "model_md5": "0" * 32}))
     out = tmp_path / "registry.json"
     with pytest.raises(RegistryError, match=r"partial_reid evaluation measured another model file.*dvc repro"):
-        register(sqlite_params, model_file, eval_dir, out)
+        run_register(sqlite_params, model_file, eval_dir, out)
     assert not out.exists()
     client = mlflow.MlflowClient(sqlite_params.tracking.uri, registry_uri=sqlite_params.tracking.uri)
     assert client.search_registered_models() == []
@@ -482,13 +486,13 @@ def test_missing_inputs_are_named_with_what_produces_them(
     sqlite_params: Params, model_file: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(RegistryError, match=rf"no evaluation results at {tmp_path / 'nowhere'}: .*sanet evaluate"):
-        register(sqlite_params, model_file, tmp_path / "nowhere", tmp_path / "registry.json")
+        run_register(sqlite_params, model_file, tmp_path / "nowhere", tmp_path / "registry.json")
     eval_dir = write_evaluations(tmp_path / "eval", "whatever", FIRST)
     with pytest.raises(RegistryError, match=rf"no model file at {tmp_path / 'model.pt'}: .*sanet train"):
-        register(sqlite_params, tmp_path / "model.pt", eval_dir, tmp_path / "registry.json")
+        run_register(sqlite_params, tmp_path / "model.pt", eval_dir, tmp_path / "registry.json")
     (tmp_path / "empty").mkdir()
     with pytest.raises(RegistryError, match="no evaluation results in"):
-        register(sqlite_params, model_file, tmp_path / "empty", tmp_path / "registry.json")
+        run_register(sqlite_params, model_file, tmp_path / "empty", tmp_path / "registry.json")
 
 
 def test_show_and_promote_without_a_registered_model_say_how_to_create_it(sqlite_params: Params) -> None:
@@ -509,7 +513,7 @@ def test_an_unreachable_tracking_server_fails_fast_before_anything_is_written(
     eval_dir = write_evaluations(tmp_path / "eval", file_md5(model_file), FIRST)
     started = time.monotonic()
     for call in (
-        lambda: register(params, model_file, eval_dir, tmp_path / "registry.json"),
+        lambda: run_register(params, model_file, eval_dir, tmp_path / "registry.json"),
         lambda: promote(params, 1, "a reason"),
         lambda: registry_table(params),
     ):

@@ -19,12 +19,12 @@ from test_train import tiny_data, tiny_overrides  # noqa: F401  (tiny_data is a 
 from sanet.config import load_params
 from sanet.contracts.files import TRAIN_PROVENANCE_FILE
 from sanet.evaluation.stage import model_md5, run_evaluate
-from sanet.hpo import run_hpo
+from sanet.hpo.stage import run_hpo
 from sanet.infra.provenance import read_sidecar, sidecar_path
-from sanet.registry import register
+from sanet.registry.stage import run_register
 from sanet.report import run_report
 from sanet.train.checkpoint import load_model_file
-from sanet.train.trainer import train
+from sanet.train.stage import run_train
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_OUTPUTS = ("model.pt", "metrics.json", "history.csv")  # the train stage's outs in dvc.yaml
@@ -65,7 +65,7 @@ def clones(tiny_data, template_db: Path, tmp_path_factory: pytest.TempPathFactor
             )
             params = load_params(REPO / "params.yaml", overrides)
             # the paths of dvc.yaml's commands, relative to the clone
-            trained = train(params, out_dir="outputs/train", progress=False)
+            trained = run_train(params, out_dir="outputs/train", progress=False)
             assert torch.get_num_threads() == threads  # train.threads is the training's, not the caller's
             model = Path("outputs/train/model.pt")
             evaluated = run_evaluate(params, "market1501", model, out_dir="reports/eval/market1501", progress=False)
@@ -74,7 +74,7 @@ def clones(tiny_data, template_db: Path, tmp_path_factory: pytest.TempPathFactor
             report = run_report(
                 params, reports / "eval", Path("outputs/train"), reports / "benchmark.md", reports / "figures"
             )
-            registered = register(params, model, reports / "eval", reports / "registry.json")
+            registered = run_register(params, model, reports / "eval", reports / "registry.json")
             hpo = [
                 "hpo.trials=2",
                 "hpo.epochs=1",

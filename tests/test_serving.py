@@ -17,7 +17,7 @@ import sanet.serving as serving
 from sanet.config import Params, resolve
 from sanet.data.transforms import normalize
 from sanet.infra.tracking import TrackingError, start_run
-from sanet.model import build_model
+from sanet.model.sanet import build_model
 from sanet.serving import log_feature_model, pinned_requirements
 from sanet.train.checkpoint import save_model_file
 

@@ -22,7 +22,7 @@ from sanet.data.synthetic import write_synthetic
 from sanet.masks.stage import run_masks
 from sanet.train.checkpoint import STATE_FORMAT, load_checkpoint, load_model_file
 from sanet.train.errors import CheckpointError, TrainingError
-from sanet.train.trainer import EXIT_PREEMPTED, TrainHooks, train
+from sanet.train.stage import EXIT_PREEMPTED, TrainHooks, run_train
 
 REPO = Path(__file__).resolve().parents[1]
 SANET = str(Path(sys.executable).with_name("sanet"))
@@ -43,7 +43,9 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root, masks = base / "data", base / "masks"
     write_synthetic(root, TINY_SYNTH, progress=False)
     params = load_params(REPO / "params.yaml", ["profile=demo"])
-    run_masks(params, "market1501", root=root, out_dir=masks, coverage_file=base / "cov.json", progress=False)
+    run_masks(
+        params, "market1501", root=root, out_dir=masks, coverage_file=base / "cov.json", progress=False, track=False
+    )
     return root, masks
 
 
@@ -85,7 +87,7 @@ def tiny_params(tiny_data: tuple[Path, Path], store: Path, *extra: str) -> Param
 def test_training_writes_its_outputs_and_one_complete_mlflow_run(tiny_data, tmp_path: Path) -> None:
     overrides = ["train.temperature.schedule=exponential", "train.temperature.final=0.5", "tracking.log_model=true"]
     params = load_params(REPO / "params.yaml", tiny_overrides(tiny_data, tmp_path, *overrides))
-    result = train(params, out_dir=tmp_path / "out", device="cpu", progress=False)
+    result = run_train(params, out_dir=tmp_path / "out", device="cpu", progress=False)
 
     assert not result.interrupted and result.epoch == 2 and result.global_step > 2
     out = tmp_path / "out"
@@ -132,18 +134,20 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 def test_interrupted_and_resumed_training_ends_with_identical_weights(tiny_data, tmp_path: Path) -> None:
     params = tiny_params(tiny_data, tmp_path, "train.deterministic=true", "train.eval_untrained=false")
-    whole = train(params, out_dir=tmp_path / "whole", device="cpu", progress=False)
+    whole = run_train(params, out_dir=tmp_path / "whole", device="cpu", progress=False)
 
-    first = train(params, out_dir=tmp_path / "parts", device="cpu", progress=False, stop_after_steps=3)
+    first = run_train(params, out_dir=tmp_path / "parts", device="cpu", progress=False, stop_after_steps=3)
     assert first.interrupted and first.global_step == 3 and first.model_file is None
     state = load_checkpoint(tmp_path / "parts" / CHECKPOINT_FILE)
     assert (state["epoch"], state["step"]) == (0, 3)  # mid-epoch
     first_epoch = int(whole.history[0]["step"])  # steps of epoch 1 (the plan's length varies by epoch)
     # stop on the very last step of epoch 1: the checkpoint is (epoch 0, step first_epoch), not yet epoch 1
-    second = train(params, out_dir=tmp_path / "parts", device="cpu", progress=False, stop_after_steps=first_epoch - 3)
+    second = run_train(
+        params, out_dir=tmp_path / "parts", device="cpu", progress=False, stop_after_steps=first_epoch - 3
+    )
     assert second.interrupted and second.resumed_from is not None and second.global_step == first_epoch
     assert (load_checkpoint(tmp_path / "parts" / CHECKPOINT_FILE)["step"]) == first_epoch
-    third = train(params, out_dir=tmp_path / "parts", device="cpu", progress=False)
+    third = run_train(params, out_dir=tmp_path / "parts", device="cpu", progress=False)
     assert not third.interrupted and third.global_step == whole.global_step
 
     expected, got = _weights(tmp_path / "whole" / MODEL_FILE), _weights(tmp_path / "parts" / MODEL_FILE)
@@ -158,11 +162,11 @@ def test_interrupted_and_resumed_training_ends_with_identical_weights(tiny_data,
 
 def test_resuming_under_other_training_parameters_is_refused(tiny_data, tmp_path: Path) -> None:
     params = tiny_params(tiny_data, tmp_path, "train.eval_untrained=false", "train.lr=0.02")
-    train(params, out_dir=tmp_path / "out", device="cpu", progress=False, stop_after_steps=1)
+    run_train(params, out_dir=tmp_path / "out", device="cpu", progress=False, stop_after_steps=1)
     changed = tiny_params(tiny_data, tmp_path, "train.eval_untrained=false", "train.lr=0.05")
     with pytest.raises(CheckpointError, match=r"train\.lr: 0\.02 in the checkpoint, 0\.05 now[\s\S]*--fresh"):
-        train(changed, out_dir=tmp_path / "out", device="cpu", progress=False)
-    fresh = train(changed, out_dir=tmp_path / "out", device="cpu", progress=False, resume=False, stop_after_steps=1)
+        run_train(changed, out_dir=tmp_path / "out", device="cpu", progress=False)
+    fresh = run_train(changed, out_dir=tmp_path / "out", device="cpu", progress=False, resume=False, stop_after_steps=1)
     assert fresh.resumed_from is None and fresh.global_step == 1
 
 
@@ -291,7 +295,7 @@ def test_validation_on_held_out_identities_reports_every_epoch_to_the_hooks(tiny
         on_validation=lambda epoch, metrics: seen.append((epoch, metrics["mAP"])),
         log_checkpoint=False,
     )
-    result = train(params, out_dir=tmp_path / "out", device="cpu", progress=False, hooks=hooks)
+    result = run_train(params, out_dir=tmp_path / "out", device="cpu", progress=False, hooks=hooks)
 
     assert [epoch for epoch, _ in seen] == [1, 2]  # after epoch 1, then the final validation after epoch 2
     assert seen[-1][1] == result.final["mAP"]
@@ -318,7 +322,7 @@ def test_a_hook_that_raises_stops_the_training_and_fails_its_run(tiny_data, tmp_
         raise Stop(f"epoch {epoch}")
 
     with pytest.raises(Stop, match="epoch 1"):
-        train(params, out_dir=tmp_path / "out", device="cpu", progress=False, hooks=TrainHooks(on_validation=stop))
+        run_train(params, out_dir=tmp_path / "out", device="cpu", progress=False, hooks=TrainHooks(on_validation=stop))
     assert not (tmp_path / "out" / MODEL_FILE).exists()
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("sanet").experiment_id])
@@ -328,5 +332,5 @@ def test_a_hook_that_raises_stops_the_training_and_fails_its_run(tiny_data, tmp_
 def test_holding_out_more_identities_than_the_split_has_stops_before_training(tiny_data, tmp_path: Path) -> None:
     params = tiny_params(tiny_data, tmp_path, "train.val_ids=5")
     with pytest.raises(TrainingError, match=r"train\.val_ids: .*leaves fewer than 2 to train on"):
-        train(params, out_dir=tmp_path / "out", device="cpu", progress=False)
+        run_train(params, out_dir=tmp_path / "out", device="cpu", progress=False)
     assert not (tmp_path / "out").exists()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sanet.infra.envvars import temporary_env
+from sanet.infra.errors import SanetError
 
 __all__ = [
     "PIPELINES",
@@ -38,7 +39,7 @@ PIPELINES: dict[str, tuple[str, str]] = {
 """Name -> (module, pipeline function); `pipelines/<name>.yaml` is the compiled, checked-in YAML."""
 
 
-class KubeflowError(RuntimeError):
+class KubeflowError(SanetError, RuntimeError):
     """A pipeline cannot be compiled or submitted; the message says why and what to do."""
 
 

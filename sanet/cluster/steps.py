@@ -145,7 +145,7 @@ def masks_step(
     `weights_uri`: the team's weights folder (the OpenPifPaf checkpoint; see `sanet.cluster.workspace.weights`).
     """
     from sanet.infra.tracking import check_tracking_uri, tracking_uri
-    from sanet.masks.stage import log_masks_run, run_masks
+    from sanet.masks.stage import run_masks
 
     with step_scratch() as scratch, pipeline_run_tag(pipeline_run):
         params = step_params(params_file, overrides, scratch)
@@ -153,7 +153,7 @@ def masks_step(
         with weights(weights_uri, scratch):  # after the parameters and the tracking store are checked
             download(data_uri, params.data.root)
             report = run_masks(params, "all", progress=False)
-            run_id = log_masks_run(params, report)
+            run_id = report.run_id
             masks_uri = join_uri(work_uri, "masks")
             upload(Path(params.masks.out_dir), masks_uri)
             upload(Path(params.masks.coverage_file), join_uri(work_uri, "reports"))
@@ -387,7 +387,7 @@ def _evaluated_model(train_uri: str, eval_uris: Sequence[str], scratch: Path) ->
 
 def gate_step(params_file: str, overrides: Sequence[str], train_uri: str, eval_uris: Sequence[str]) -> GateStep:
     """The gate of the evaluated model against the registry's champion (`sanet.registry.check_gate`)."""
-    from sanet.registry import check_gate
+    from sanet.registry.stage import check_gate
 
     with step_scratch() as scratch:
         params = step_params(params_file, overrides, scratch)
@@ -423,13 +423,13 @@ def register_step(
 ) -> RegisterStep:
     """Register the evaluated model (the `register` stage); registry.json goes to `<work_uri>/reports/`."""
     from sanet.infra.provenance import sidecar_path
-    from sanet.registry import register
+    from sanet.registry.stage import run_register
 
     with step_scratch() as scratch, pipeline_run_tag(pipeline_run):
         params = step_params(params_file, overrides, scratch)
         model_file, eval_dir = _evaluated_model(train_uri, eval_uris, scratch)
         out = scratch / "reports" / "registry.json"
-        result = register(params, model_file=model_file, eval_dir=eval_dir, out=out)
+        result = run_register(params, model_file=model_file, eval_dir=eval_dir, out=out)
         record_uri = join_uri(work_uri, "reports")
         upload(out, record_uri)
         upload(sidecar_path(out), record_uri)  # the version, aliases and runs (registry.json has none of them)

@@ -26,7 +26,7 @@ class StudyStep:
 
 def hpo_create_step(params_file: str, overrides: Sequence[str], space: str, pipeline_run: str = "") -> StudyStep:
     """Create (or find) the study of `space` in the shared storage (`SANET_HPO_STORAGE`) and its MLflow parent run."""
-    from sanet.hpo import create_study
+    from sanet.hpo.study import create_study
     from sanet.infra.preflight import redact
 
     with step_scratch() as scratch, pipeline_run_tag(pipeline_run):
@@ -58,7 +58,7 @@ def hpo_worker_step(
     weights_uri: str = "",
 ) -> WorkerStep:
     """One Optuna worker: trials of `space` until the study holds `trials` (0: `hpo.trials`), all workers together."""
-    from sanet.hpo import run_worker
+    from sanet.hpo.worker import run_worker
     from sanet.train.cpu_kernels import pin_cpu_kernels
 
     with step_scratch() as scratch, pipeline_run_tag(pipeline_run):
@@ -99,8 +99,8 @@ def hpo_summarise_step(
     params_file: str, overrides: Sequence[str], space: str, work_uri: str, pipeline_run: str = ""
 ) -> SummaryStep:
     """Summarise the study of `space` (best params, history and importance plots) to `<work_uri>/hpo/<space>`."""
-    from sanet.hpo import summarise_study
     from sanet.hpo.spaces import to_dotted
+    from sanet.hpo.summary import summarise_study
 
     with step_scratch() as scratch, pipeline_run_tag(pipeline_run):
         params = step_params(params_file, overrides, scratch)

@@ -44,6 +44,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from sanet.contracts.datasets import DUKE_DIR, ILIDS_O_DIR, ILIDS_P_DIR, MARKET_DIR, PARTIAL_REID_DIR
+from sanet.infra.errors import SanetError
 
 __all__ = [
     "BENCHMARKS",
@@ -87,7 +88,7 @@ SPLITS: tuple[str, ...] = ("train", "query", "gallery")
 # --------------------------------------------------------------------------------------------------------
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(SanetError, ValueError):
     """Base class of every error raised while locating or reading a benchmark."""
 
 

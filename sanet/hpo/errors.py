@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from sanet.infra.errors import SanetError
+
 __all__ = ["HPOError"]
 
 
-class HPOError(RuntimeError):
+class HPOError(SanetError, RuntimeError):
     """A study cannot run: an unknown space, an unusable storage, a missing study; the message says what to do."""

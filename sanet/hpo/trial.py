@@ -103,7 +103,7 @@ class TrialObjective:
     def __call__(self, trial: optuna.Trial) -> float:
         import optuna
 
-        from sanet.train.trainer import TrainHooks, train
+        from sanet.train.stage import TrainHooks, run_train
 
         self.numbers.append(trial.number)
         self.validations = []
@@ -127,7 +127,9 @@ class TrialObjective:
         out = self.out_dir(trial.number)
         state = "FAIL"
         try:
-            result = train(settings, out_dir=out, device=self.device, resume=False, progress=self.progress, hooks=hooks)
+            result = run_train(
+                settings, out_dir=out, device=self.device, resume=False, progress=self.progress, hooks=hooks
+            )
             if result.run_id:
                 run["id"] = result.run_id
             if result.interrupted or not result.final or not self.validations:

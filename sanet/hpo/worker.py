@@ -19,9 +19,8 @@ if TYPE_CHECKING:
     import optuna
 
     from sanet.config import Params
-    from sanet.hpo.summary import SummaryResult
 
-__all__ = ["TPE_STARTUP_TRIALS", "WorkerResult", "run_hpo", "run_worker"]
+__all__ = ["TPE_STARTUP_TRIALS", "WorkerResult", "run_worker"]
 
 TPE_STARTUP_TRIALS = 10  # TPE's own default number of random trials before it models the results
 
@@ -156,20 +155,3 @@ def run_worker(
         pruned=ran.count(optuna.trial.TrialState.PRUNED),
         failed=ran.count(optuna.trial.TrialState.FAIL),
     )
-
-
-def run_hpo(
-    params: Params,
-    space: str,
-    worker: int = 0,
-    trials: int | None = None,
-    progress: bool = True,
-    summarise: bool = True,
-    device: str = "auto",
-) -> tuple[WorkerResult, SummaryResult | None]:
-    """`sanet hpo --space NAME`: run a worker, then summarise the study (report JSON, plots, parent run)."""
-    from sanet.hpo.summary import summarise_study
-
-    result = run_worker(params, space, worker=worker, trials=trials, progress=progress, device=device)
-    summary = summarise_study(params, space) if summarise else None
-    return result, summary

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from sanet.infra.envvars import temporary_env
+from sanet.infra.errors import SanetError
 from sanet.infra.preflight import check_database_url, check_sqlite_url, redact, with_deadline
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ _MAX_METRICS_PER_BATCH = 1000  # mlflow.utils.validation.MAX_METRICS_PER_BATCH
 _BARE_SCHEMES = ("databricks", "databricks-uc", "uc")
 
 
-class TrackingError(RuntimeError):
+class TrackingError(SanetError, RuntimeError):
     """The tracking store cannot be used; the message names the URI and the reason, for a terminal."""
 
 

@@ -11,6 +11,6 @@ The package itself exports only the stage's errors: importing it does not import
 CLI imports the errors before it pins the CPU kernels, sanet.train.cpu_kernels).
 """
 
-from sanet.masks.errors import CheckpointError, MasksError, PifPafMissingError
+from sanet.masks.errors import MasksError, PifPafCheckpointError, PifPafMissingError
 
-__all__ = ["CheckpointError", "MasksError", "PifPafMissingError"]
+__all__ = ["MasksError", "PifPafCheckpointError", "PifPafMissingError"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from sanet.infra.errors import SanetError
 
-class MasksError(ValueError):
+
+class MasksError(SanetError, ValueError):
     """An expected failure of the mask stage (missing keypoint file or checkpoint, bad store); one clear message."""
 
 
-class CheckpointError(MasksError):
+class PifPafCheckpointError(MasksError):
     """The OpenPifPaf checkpoint is missing, unreadable, or holds classes that are not allowed to be unpickled."""
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from sanet.contracts.keypoints import COCO_KEYPOINTS
-from sanet.masks.errors import CheckpointError, MasksError, PifPafMissingError
+from sanet.masks.errors import MasksError, PifPafCheckpointError, PifPafMissingError
 from sanet.masks.keypoints import ImageItem, KeypointSource, People
 
 __all__ = [
@@ -124,13 +124,13 @@ def _allowed(name: str) -> bool:
 def load_checkpoint(path: str | Path) -> Any:
     """Load an OpenPifPaf checkpoint without unrestricted pickle; returns the network in eval mode on the CPU.
 
-    Raises :class:`CheckpointError` when the file is missing (naming the file and the release it comes from), when
+    Raises :class:`PifPafCheckpointError` when the file is missing (naming the file and the release it comes from), when
     it needs a class outside OpenPifPaf's own and the torch / numpy pieces they are built from, or when it is not a
     COCO-17 keypoint model.
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(
+        raise PifPafCheckpointError(
             f"the OpenPifPaf checkpoint does not exist:\n  {path}\n"
             f"It is a file you provide (masks.openpifpaf.checkpoint); nothing is downloaded at run time. The default "
             f"is {DEFAULT_CHECKPOINT} from the OpenPifPaf 0.13 model release, {CHECKPOINT_RELEASE}: download it "
@@ -143,28 +143,30 @@ def load_checkpoint(path: str | Path) -> Any:
     try:
         needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception as exc:  # not a torch zip file, truncated, ...
-        raise CheckpointError(f"cannot read the OpenPifPaf checkpoint\n  {path}\nreason: {exc}") from None
+        raise PifPafCheckpointError(f"cannot read the OpenPifPaf checkpoint\n  {path}\nreason: {exc}") from None
     refused = sorted(name for name in needed if not _allowed(name))
     if refused:
-        raise CheckpointError(
+        raise PifPafCheckpointError(
             f"refusing to load the OpenPifPaf checkpoint\n  {path}\nit needs classes outside OpenPifPaf's own "
             f"and the torch layers they are built from: {', '.join(refused)}"
         )
     try:
         allowed = [_resolve_global(name) for name in needed]
     except (ImportError, AttributeError) as exc:
-        raise CheckpointError(f"the OpenPifPaf checkpoint {path} needs a class this version lacks ({exc})") from None
+        raise PifPafCheckpointError(
+            f"the OpenPifPaf checkpoint {path} needs a class this version lacks ({exc})"
+        ) from None
     allowed += [getattr(numpy.dtypes, name) for name in numpy.dtypes.__all__]  # passed by reference, not by name
     try:
         with torch.serialization.safe_globals(allowed):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         net = checkpoint["model"]
     except Exception as exc:
-        raise CheckpointError(f"cannot load the OpenPifPaf checkpoint\n  {path}\nreason: {exc}") from None
+        raise PifPafCheckpointError(f"cannot load the OpenPifPaf checkpoint\n  {path}\nreason: {exc}") from None
     shell = isinstance(net, openpifpaf.network.nets.Shell)
     cif = [m for m in (net.head_metas if shell else []) if isinstance(m, openpifpaf.headmeta.Cif)]
     if not cif or list(cif[0].keypoints) != list(COCO_KEYPOINTS):
-        raise CheckpointError(f"{path} is not an OpenPifPaf COCO-17 keypoint model (cocokp); the masks need one")
+        raise PifPafCheckpointError(f"{path} is not an OpenPifPaf COCO-17 keypoint model (cocokp); the masks need one")
     openpifpaf.network.model_migration.model_migration(net)  # what OpenPifPaf's own loader does for old files
     return net.eval()
 

@@ -1,11 +1,12 @@
 """The mask stage: keypoints -> five part masks for every image of the chosen benchmarks, stored, with coverage.
 
-``run_masks`` is what `sanet masks` and the DVC stage ``masks`` call; it can also run from Python (Kubeflow
-components, notebooks). Per image folder of the data root it decodes each image (a corrupt one stops the run with
-its path), asks the keypoint source for the people in it, keeps the one nearest the centre, draws the five masks
-(:mod:`sanet.masks.part_masks`) and stores the folder (:mod:`sanet.masks.mask_files`). Then it computes the coverage of
-every benchmark split and writes it as the stage's metric. An image in which the source finds nobody gets five
-empty masks and is counted (``no_person``); the stage goes on.
+``run_masks`` is what `sanet masks`, the DVC stage ``masks`` and the Kubeflow step call; it records itself as the
+pipeline's ``masks`` MLflow run (``track=False`` for tests and notebooks without a tracking store). Per image folder
+of the data root it decodes each image (a corrupt one stops the run with its path), asks the keypoint source for the
+people in it, keeps the one nearest the centre, draws the five masks (:mod:`sanet.masks.part_masks`) and stores the
+folder (:mod:`sanet.masks.mask_files`). Then it computes the coverage of every benchmark split and writes it as the
+stage's metric. An image in which the source finds nobody gets five empty masks and is counted (``no_person``); the
+stage goes on.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class MasksReport:
     coverage: Coverage = field(default_factory=dict)
     coverage_file: Path | None = None
     store_bytes: int = 0
+    run_id: str | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -134,6 +136,7 @@ def run_masks(
     coverage_file: str | Path | None = None,
     source: KeypointSource | None = None,
     progress: bool = True,
+    track: bool = True,
 ) -> MasksReport:
     """Compute and store the part masks of every image of `benchmarks` (a name, a list, or ``all``).
 
@@ -145,6 +148,7 @@ def run_masks(
         coverage_file: where the coverage JSON goes (default ``params.masks.coverage_file``).
         source: a keypoint source to use instead of the one ``params.masks.source`` names (tests, notebooks).
         progress: show a progress bar.
+        track: record the run in MLflow (`report.run_id`); the tracking store is checked before any work.
 
     Raises:
         BenchmarkError: a missing folder (the expected tree is printed) or a corrupt image (its path is named).
@@ -154,6 +158,10 @@ def run_masks(
     root = Path(root if root is not None else params.data.root)
     out_dir = Path(out_dir if out_dir is not None else masks.out_dir)
     _check_size(params)
+    if track:
+        from sanet.infra.tracking import check_tracking_uri, tracking_uri
+
+        check_tracking_uri(tracking_uri(params))  # an unreachable store fails before the work, not after it
     names = resolve_benchmarks(benchmarks, root)
     loaded = [build_benchmark(name, root) for name in names]  # layout errors before any work
     splits = {b.name: benchmark_splits(b) for b in loaded}
@@ -192,6 +200,8 @@ def run_masks(
         )
     report.coverage = compute_coverage(MaskStore(out_dir), splits)
     report.coverage_file = write_coverage(coverage_file or masks.coverage_file, report.coverage)
+    if track:
+        report.run_id = _log_run(params, report)
     return report
 
 
@@ -229,17 +239,15 @@ def write_masks_preview(
     return write_preview(path, store, root, rows, per_split=per_split, min_confidence=params.masks.min_confidence)
 
 
-def log_masks_run(params: Params, report: MasksReport) -> str:
-    """Record a mask stage run in MLflow (the `masks` run of a pipeline): params, coverage per split and part, speed.
+def _log_run(params: Params, report: MasksReport) -> str:
+    """The `masks` run of a pipeline: params, coverage per split and part, speed.
 
-    Separate from `run_masks`, which tests and notebooks call without a tracking store; `sanet masks` calls both.
     Coverage metrics are named `masks/<benchmark>/<split>/<part>` (fraction of images showing the part).
     """
     import mlflow
 
-    from sanet.infra.tracking import check_tracking_uri, log_file, run_tags, start_run, tracking_uri
+    from sanet.infra.tracking import log_file, run_tags, start_run
 
-    check_tracking_uri(tracking_uri(params))
     metrics = {"masks/images": float(report.images), "masks/images_per_second": report.images_per_second}
     metrics["masks/no_person"] = float(report.no_person)
     for benchmark, splits in report.coverage.items():

@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from sanet.infra.errors import SanetError
 from sanet.metrics.distance import DEFAULT_CHUNK_BYTES, query_chunk_size
 
 
-class NoValidQueryError(ValueError):
+class NoValidQueryError(SanetError, ValueError):
     """Raised when no query has a match left in the gallery: the metrics would be undefined."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sanet.infra.errors import SanetError
 
-class WeightsError(RuntimeError):
+
+class WeightsError(SanetError, RuntimeError):
     """Backbone weights that cannot be used: a missing file (named, with where to put it) or mismatched keys."""

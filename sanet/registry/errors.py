@@ -6,8 +6,10 @@ CLI prints it without a traceback.
 
 from __future__ import annotations
 
+from sanet.infra.errors import SanetError
+
 __all__ = ["RegistryError"]
 
 
-class RegistryError(RuntimeError):
+class RegistryError(SanetError, RuntimeError):
     """`sanet register`, `sanet promote` or `sanet registry show` cannot do what was asked."""

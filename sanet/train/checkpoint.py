@@ -214,7 +214,7 @@ def load_model_file(path: str | Path, map_location: str | torch.device = "cpu") 
     from pydantic import ValidationError
 
     from sanet.config import Params
-    from sanet.model import build_model
+    from sanet.model.sanet import build_model
 
     state = load_checkpoint(path, map_location=map_location, expect=MODEL_FORMAT)
     try:  # already resolved when saved (profile applied): validate as is

@@ -1,6 +1,9 @@
-"""`sanet train`: SANet training, the same alone on a laptop CPU or under `torchrun` on a multi-GPU pod.
+"""The training loop: SANet training, the same alone on a laptop CPU or under `torchrun` on a multi-GPU pod.
 
-    result = train(params)        # params from sanet.config.load_params; see TrainResult
+`sanet.train.stage.run_train` (what `sanet train` runs) builds a `Trainer` with its hooks and runs it. The
+constructor builds everything a run needs (data, model, optimiser, the resume state of `sanet.train.resume`); `run`
+only trains. MLflow is a hook (`sanet.train.mlflow_hook`), like fast-reid's: the loop reports to its hooks and knows
+nothing of tracking.
 
 What a run does, in order:
 
@@ -15,9 +18,9 @@ What a run does, in order:
    (`sanet.data.transforms`), SGD with warm-up and decay (`sanet.train.optim`), AMP and channels-last on CUDA.
    A checkpoint is written atomically after every epoch; SIGTERM (a preempted pod) finishes the current step, writes
    a checkpoint and stops the run (`TrainResult.interrupted`).
-5. Final validation, `model.pt` (weights and parameters), `history.csv` and `metrics.json` in the output folder, and in
-   MLflow: flat params, per-step losses, learning rate and images/s, system metrics, tags, the final checkpoint and
-   the model as a pyfunc (images -> features, visibility).
+5. Final validation, `model.pt` (weights and parameters), `history.csv` and `metrics.json` in the output folder; the
+   MLflow hook records flat params, per-step losses, learning rate and images/s, system metrics, tags, the final
+   checkpoint and the model as a pyfunc (images -> features, visibility).
 
 The three output files (the `train` stage's DVC outputs) are a deterministic function of the code, the parameters and
 the data: with the same `train.threads` (`sanet.train.determinism`) two runs write the same bytes. What differs from
@@ -29,17 +32,12 @@ Only rank 0 writes files and talks to MLflow; all ranks compute.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
-import math
 import random
-import signal
-import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +49,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sanet.config import Params
-from sanet.contracts.files import CHECKPOINT_FILE, HISTORY_FILE, MODEL_FILE, TRAIN_METRICS_FILE, TRAIN_PROVENANCE_FILE
+from sanet.contracts.files import CHECKPOINT_FILE, HISTORY_FILE, MODEL_FILE, TRAIN_METRICS_FILE
 from sanet.data.benchmarks import build_benchmark
 from sanet.data.dataset import TrainDataset
 from sanet.data.holdout import holdout_split
@@ -59,53 +57,24 @@ from sanet.data.sampler import IdentityBatchSampler
 from sanet.data.transforms import TrainTransform
 from sanet.infra.atomic import atomic_write
 from sanet.masks.mask_files import MaskStore
-from sanet.model import build_model
-from sanet.train.checkpoint import (
-    STATE_FORMAT,
-    capture_rng,
-    load_checkpoint,
-    restore_rng,
-    save_checkpoint,
-    save_model_file,
-    training_differences,
-    training_fingerprint,
-    training_tree,
-    unwrap,
-)
-from sanet.train.cpu_kernels import describe_cpu_kernels
-from sanet.train.determinism import threads_during
-from sanet.train.distributed import DistContext, init_distributed, shutdown_distributed
-from sanet.train.errors import CheckpointError, TrainingError
+from sanet.model.sanet import build_model
+from sanet.train.checkpoint import save_model_file, unwrap
+from sanet.train.distributed import DistContext
+from sanet.train.errors import TrainingError
 from sanet.train.features import EvaluationResult, autocast_dtype
+from sanet.train.hooks import TrainHook
 from sanet.train.losses import build_criterion
 from sanet.train.optim import LRSchedule, TemperatureScheduler, build_optimizer
+from sanet.train.resume import Meter, ResumeState, load_train_state, rank_seed, save_train_state
 from sanet.train.step import TrainStep
 from sanet.train.validation import describe_held_out, evaluate_validation
 
-__all__ = ["TrainHooks", "TrainResult", "TrainingError", "train"]
-
-EXIT_PREEMPTED = 143  # 128 + SIGTERM: the run stopped early on purpose and can be resumed
-
-
-@dataclass(frozen=True)
-class TrainHooks:
-    """How a caller that runs many trainings (an Optuna trial) steers one: its MLflow run and its validations.
-
-    `on_validation(epoch, metrics)` is called on rank 0 after every validation during training (`train.eval_every`)
-    and after the final one, with the metrics as fractions (`rank1`, `mAP`, ...); it may raise to stop the training
-    (Optuna's pruning does), which then propagates out of `train` and ends the MLflow run. It is for
-    single-process trainings: under torchrun the other ranks would wait for rank 0 forever.
-    """
-
-    run_name: str | None = None  # instead of `train <model> <backbone> (<profile>)`
-    tags: Mapping[str, str] = field(default_factory=dict)  # extra run tags (`stage` wins; `mlflow.parentRunId` nests)
-    on_validation: Callable[[int, Mapping[str, float]], None] | None = None
-    log_checkpoint: bool = True  # log the final checkpoint as an artifact (a trial's is thrown away)
+__all__ = ["StopRequest", "TrainResult", "Trainer"]
 
 
 @dataclass
 class TrainResult:
-    """What a `train` call did. `interrupted`: stopped early (SIGTERM or `stop_after_steps`); rerun to resume."""
+    """What a training run did. `interrupted`: stopped early (SIGTERM or `stop_after_steps`); rerun to resume."""
 
     out_dir: Path
     epochs: int
@@ -141,24 +110,11 @@ class TrainResult:
         return "; ".join(parts)
 
 
-class _StopOnSignal:
-    """Turns SIGTERM into a request to stop after the current step (main thread only; restored on exit)."""
+class StopRequest:
+    """Whether the run should stop after the current step (`sanet.train.stage` sets it on SIGTERM)."""
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
-
-    def __enter__(self) -> _StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
 
 
 def _configure_determinism(params: Params, device: torch.device) -> int:
@@ -183,38 +139,6 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rank_seed(seed: int, rank: int) -> int:
-    """The seed of a rank's own random stream (Gumbel noise) after the shared model initialisation."""
-    return int(np.random.SeedSequence([seed, rank, 0x5A4E]).generate_state(1, dtype=np.uint64)[0] % 2**63)
-
-
-class _Meter:
-    """Running means of the loss terms over a window of steps."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = defaultdict(float)
-        self.count = 0
-
-    def add(self, terms: dict[str, float]) -> None:
-        for key, value in terms.items():
-            self.sums[key] += value
-        self.count += 1
-
-    def means(self) -> dict[str, float]:
-        return {key: value / max(self.count, 1) for key, value in self.sums.items()}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"sums": dict(self.sums), "count": self.count}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any] | None) -> _Meter:
-        meter = cls()
-        if state:
-            meter.sums.update(state["sums"])
-            meter.count = state["count"]
-        return meter
-
-
 def _write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda handle: handle.write(text.encode()))
 
@@ -230,139 +154,76 @@ def _history_csv(rows: list[dict[str, float]]) -> str:
     return buffer.getvalue()
 
 
-class _Tracker:
-    """MLflow on rank 0, nothing elsewhere: the trainer calls it unconditionally."""
-
-    def __init__(self, ctx: DistContext, params: Params, hooks: TrainHooks) -> None:
-        self.active = ctx.is_main
-        self.params = params
-        self.hooks = hooks
-        self.run_id: str | None = None
-        self._logger: Any = None
-        self._stack = contextlib.ExitStack()
-
-    def preflight(self) -> None:
-        if not self.active:
-            return
-        from sanet.infra.tracking import check_tracking_uri, tracking_uri
-
-        check_tracking_uri(tracking_uri(self.params))
-
-    def start(self, data_md5: str, run_name: str, resume_run_id: str | None, extra_tags: dict[str, str]) -> None:
-        if not self.active:
-            return
-        from mlflow.exceptions import MlflowException
-
-        from sanet.infra.tracking import MetricLogger, run_tags, start_run
-
-        stage = self.hooks.tags.get("stage", "train")  # a trial's run says stage=hpo_trial
-        tags = run_tags(self.params, data_md5, stage=stage, extra={**extra_tags, **self.hooks.tags})
-        run_name = self.hooks.run_name or run_name
-        try:  # a resumed training continues its MLflow run...
-            run = self._stack.enter_context(
-                start_run(self.params, stage=stage, run_name=run_name, tags=tags, run_id=resume_run_id)
-            )
-        except MlflowException:  # ...unless this tracking store does not have it
-            if resume_run_id is None:
-                raise
-            tags["resumed_from_run"] = resume_run_id
-            run = self._stack.enter_context(start_run(self.params, stage=stage, run_name=run_name, tags=tags))
-        self.run_id = run.info.run_id
-        self._logger = MetricLogger()
-
-    def tag(self, tags: dict[str, str]) -> None:
-        if self._logger is not None:
-            import mlflow
-
-            mlflow.set_tags(tags)
-
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        if self._logger is not None:
-            self._logger.log({k: v for k, v in metrics.items() if math.isfinite(v)}, step)
-
-    def interrupted(self, step: int) -> None:
-        """Close the run as KILLED (a preempted run); the resumed training reopens it."""
-        if self._logger is None:
-            return
-        import mlflow
-
-        self._logger.flush()
-        mlflow.set_tag("interrupted_at_step", str(step))
-        mlflow.end_run("KILLED")
-
-    def finish(self, checkpoint: Path | None, model_file: Path | None, files: list[Path]) -> None:
-        if self._logger is None:
-            return
-        import mlflow
-
-        from sanet.serving import log_feature_model
-
-        self._logger.flush()
-        for path in files:
-            mlflow.log_artifact(str(path), artifact_path="train")
-        if checkpoint is not None and self.hooks.log_checkpoint:
-            mlflow.log_artifact(str(checkpoint), artifact_path="checkpoints")
-        if model_file is not None and self.params.tracking.log_model:
-            log_feature_model(model_file, self.params)
-
-    def __enter__(self) -> _Tracker:
-        self._stack.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> Any:
-        if self._logger is not None:
-            with contextlib.suppress(Exception):
-                self._logger.close()
-        return self._stack.__exit__(*exc)
-
-
-def train(
-    params: Params,
-    out_dir: str | Path | None = None,
-    device: str = "auto",
-    resume: bool = True,
-    progress: bool = True,
-    stop_after_steps: int | None = None,
-    restart_stale: bool = False,
-    hooks: TrainHooks | None = None,
-) -> TrainResult:
-    """Train the model `params` describe on `data.train` (see the module docstring for the whole sequence).
+class Trainer:
+    """One training run, built in full by the constructor: data, model, optimiser, schedules and the resume state.
 
     Args:
-        out_dir: checkpoints and outputs (default `train.out_dir`).
-        device: `auto` (CUDA when available), `cpu` or `cuda`.
-        resume: continue from `<out_dir>/checkpoints/last.pt` when it exists (False: start over and overwrite it).
+        params: validated parameters.
+        ctx: the process group (`sanet.train.distributed.init_distributed`).
+        out_dir: checkpoints and outputs.
         progress: show tqdm bars (rank 0).
-        stop_after_steps: stop after this many steps of this call, checkpointing as on SIGTERM (tests, smoke runs).
-        restart_stale: start over, instead of refusing, when the checkpoint was written with other training
-            parameters, and also when its training had finished. The DVC stage runs with it: DVC re-runs `train`
-            only when a dependency changed, so an unfinished checkpoint is an interrupted run to resume, and a
-            finished or foreign one would only replay an old result.
-        hooks: run name, extra tags and a per-validation callback for callers such as Optuna trials (`TrainHooks`).
-
-    Raises:
-        TrainingError, CheckpointError, TrackingError and the data/model errors (BenchmarkError, MasksError,
-        WeightsError): all before the first step, except a diverging loss.
+        hooks: called around the loop, in order (`sanet.train.hooks`).
+        resume: continue from `<out_dir>/checkpoints/last.pt` when it exists.
+        restart_stale: start over when that checkpoint is foreign or finished (`sanet.train.stage.run_train`).
     """
-    ctx = init_distributed(device)
-    try:
-        # train.threads applies to this call: a caller's own count comes back after it
-        with threads_during(params.train.threads), _StopOnSignal() as stop:
-            trainer = _Trainer(params, ctx, Path(out_dir or params.train.out_dir), progress and ctx.is_main)
-            trainer.restart_stale = restart_stale
-            trainer.hooks = hooks or TrainHooks()
-            return trainer.run(resume, stop, stop_after_steps)
-    finally:
-        shutdown_distributed()
 
+    def __init__(
+        self,
+        params: Params,
+        ctx: DistContext,
+        out_dir: Path,
+        progress: bool,
+        hooks: Sequence[TrainHook] = (),
+        resume: bool = True,
+        restart_stale: bool = False,
+    ) -> None:
+        from sanet.infra.hashing import files_md5
+        from sanet.infra.tracking import pipeline_run_id
 
-class _Trainer:
-    def __init__(self, params: Params, ctx: DistContext, out_dir: Path, progress: bool) -> None:
         self.params, self.ctx, self.out_dir, self.progress = params, ctx, out_dir, progress
         self.train_params = params.train
+        self.hooks = list(hooks)
         self.checkpoint_path = out_dir / CHECKPOINT_FILE
-        self.restart_stale = False
-        self.hooks = TrainHooks()
+        self.started = time.perf_counter()
+        self.threads = _configure_determinism(params, ctx.device)
+        self._build_data()
+        self._build_model()
+        loaded = None
+        if resume:
+            loaded = load_train_state(
+                self.checkpoint_path,
+                params,
+                ctx,
+                self.model,
+                self.optimizer,
+                self.schedule,
+                self.scaler,
+                restart_stale,
+            )
+        self.resume = loaded or ResumeState()
+        self.state = self.resume  # the counters the loop advances (a fresh run starts from zeros)
+        # groups this training with the stages that use its model
+        self.pipeline_run: str = self.state.pipeline_run or pipeline_run_id()
+        self.state.pipeline_run = self.pipeline_run
+        if loaded is not None:
+            if ctx.is_main:
+                where = f"epoch {loaded.epoch + 1}, step {loaded.step}"
+                print(f"sanet train: resuming from {self.checkpoint_path} at {where}")
+        else:
+            torch.manual_seed(rank_seed(params.seed, ctx.rank))
+        self.wrapped = self._wrap()
+        self.data_md5 = files_md5(self.train_paths, params.data.root) if ctx.is_main else ""
+        self.run_id: str | None = None  # set by the MLflow hook
+        self.epoch_done = self.state.epoch
+        self.current_meter = Meter()
+
+    @property
+    def global_step(self) -> int:
+        return self.state.global_step
+
+    @property
+    def train_seconds(self) -> float:
+        return self.state.train_seconds
 
     # ---- set-up ------------------------------------------------------------------------------------------------
 
@@ -434,74 +295,28 @@ class _Trainer:
             model = torch.compile(model)
         return model
 
-    # ---- checkpoints -------------------------------------------------------------------------------------------
+    # ---- hooks -------------------------------------------------------------------------------------------------
 
-    def _load(self) -> dict[str, Any] | None:
-        if not self.checkpoint_path.is_file():
-            return None
-        state = load_checkpoint(self.checkpoint_path, map_location="cpu", expect=STATE_FORMAT)
-        if self.restart_stale:
-            stale = None
-            if state["fingerprint"] != training_fingerprint(self.params):
-                stale = "it was written with other training parameters"
-            elif state["epoch"] >= self.train_params.epochs:
-                stale = "its training had finished"
-            if stale is not None:
-                if self.ctx.is_main:
-                    print(f"sanet train: starting over: {stale} ({self.checkpoint_path} will be replaced)")
-                return None
-        if state["fingerprint"] != training_fingerprint(self.params):
-            changes = "\n  ".join(training_differences(self.params, state["training_params"])) or "(unknown)"
-            raise CheckpointError(
-                f"{self.checkpoint_path} was written with other training parameters:\n  {changes}\n"
-                "restore them to resume, or start over with `sanet train --fresh` (the checkpoint is then replaced)"
-            )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        for group in self.optimizer.param_groups:  # the factors come from params, not the file
-            group["lr_factor"] = getattr(self.train_params.lr_factors, group["name"])
-        if state["schedule"] != self.schedule.state_dict():
-            raise CheckpointError(f"{self.checkpoint_path}: the learning-rate schedule differs from train.*")
-        self.scaler.load_state_dict(state["scaler"])
-        rngs = state["rng"]
-        if len(rngs) == self.ctx.world_size:
-            restore_rng(rngs[self.ctx.rank])
-        else:  # another number of processes: the run goes on, but the random streams are new
-            torch.manual_seed(_rank_seed(self.params.seed + state["global_step"], self.ctx.rank))
-            if self.ctx.is_main:
-                print(
-                    f"sanet train: the checkpoint was written by {len(rngs)} processes, this run has "
-                    f"{self.ctx.world_size}: resuming with fresh random streams (not bit-identical)"
-                )
-        return state
+    def _log(self, metrics: dict[str, float], step: int) -> None:
+        for hook in self.hooks:
+            hook.log_metrics(metrics, step)
 
     def _save(self, epoch: int, step: int) -> None:
-        rngs = self.ctx.all_gather_object(capture_rng())
-        if not self.ctx.is_main:
-            return
-        state = {
-            "format": STATE_FORMAT,
-            "fingerprint": training_fingerprint(self.params),
-            "training_params": training_tree(self.params),
-            "epoch": epoch,
-            "step": step,
-            "global_step": self.global_step,
-            "world_size": self.ctx.world_size,
-            "model": unwrap(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "sampler": self.sampler.state_dict() | {"epoch": epoch, "start_step": step},
-            "rng": rngs,
-            "history": self.history,
-            "untrained": self.untrained,
-            "epoch_meter": self.current_meter.state_dict() if step else None,
-            "run_id": self.tracker.run_id,
-            "pipeline_run": self.pipeline_run,
-            "images_seen": self.images_seen,
-            "train_seconds": self.train_seconds,
-        }
-        save_checkpoint(self.checkpoint_path, state)
+        save_train_state(
+            self.checkpoint_path,
+            self.params,
+            self.ctx,
+            self.model,
+            self.optimizer,
+            self.schedule,
+            self.scaler,
+            self.sampler,
+            self.state,
+            epoch,
+            step,
+            self.current_meter,
+            self.run_id,
+        )
 
     # ---- validation --------------------------------------------------------------------------------------------
 
@@ -516,96 +331,61 @@ class _Trainer:
         if result is None:
             return None
         metrics = dict(result.metrics)
-        self.tracker.log({f"{tag}/{k}": v for k, v in metrics.items()}, self.global_step)
+        self._log({f"{tag}/{k}": v for k, v in metrics.items()}, self.global_step)
         if self.progress or self.ctx.is_main:
             tqdm.write(
                 f"{tag}: {self.benchmark.name} Rank-1 {100 * metrics['rank1']:.1f}%, mAP {100 * metrics['mAP']:.1f}%, "
                 f"mINP {100 * metrics['mINP']:.1f}% ({result.num_query} queries, {result.num_gallery} gallery)"
                 + describe_held_out(result)
             )
-        if self.hooks.on_validation is not None and tag in ("val", "final"):  # after the line: a pruned trial shows it
-            self.hooks.on_validation(self.epoch_done, metrics)
+        for hook in self.hooks:  # after the line: a pruned trial shows it
+            hook.after_validation(self, tag, metrics)
         return metrics
 
     # ---- the loop ----------------------------------------------------------------------------------------------
 
-    def run(self, resume: bool, stop: _StopOnSignal, stop_after_steps: int | None) -> TrainResult:
-        params, ctx, train = self.params, self.ctx, self.train_params
-        started = time.perf_counter()
-        self.tracker = _Tracker(ctx, params, self.hooks)
-        self.tracker.preflight()  # an unreachable tracking store stops the run before any data is read
-        self.threads = _configure_determinism(params, ctx.device)
-        self._build_data()
-        self._build_model()
-        self.history: list[dict[str, float]] = []
-        self.untrained: dict[str, float] | None = None
-        self.images_seen, self.train_seconds, self.global_step = 0, 0.0, 0
-        start_epoch, start_step, resume_run_id = 0, 0, None
-        from sanet.infra.tracking import pipeline_run_id
+    def run(self, stop: StopRequest, stop_after_steps: int | None = None) -> TrainResult:
+        """Train to the end (or until `stop` is requested, or `stop_after_steps` steps of this call)."""
+        try:
+            result = self._run(stop, stop_after_steps)
+        except BaseException as exc:
+            for hook in self.hooks:
+                hook.close(exc)
+            raise
+        for hook in self.hooks:
+            hook.close(None)
+        return result
 
-        self.pipeline_run = pipeline_run_id()  # groups this training with the stages that use its model
-        self.epoch_meter: dict[str, Any] | None = None
-        self.current_meter = _Meter()
-        state = self._load() if resume else None
-        if state is not None:
-            start_epoch, start_step = state["epoch"], state["step"]
-            self.global_step, self.history, self.untrained = state["global_step"], state["history"], state["untrained"]
-            self.images_seen, self.train_seconds = state["images_seen"], state["train_seconds"]
-            resume_run_id = state["run_id"]
-            self.pipeline_run = state.get("pipeline_run") or self.pipeline_run
-            self.epoch_meter = state["epoch_meter"]
-            if ctx.is_main:
-                where = f"epoch {start_epoch + 1}, step {start_step}"
-                print(f"sanet train: resuming from {self.checkpoint_path} at {where}")
+    def _run(self, stop: StopRequest, stop_after_steps: int | None) -> TrainResult:
+        train, state = self.train_params, self.state
+        for hook in self.hooks:
+            hook.before_train(self)
+        start_epoch, start_step = state.epoch, state.step
+        if state.untrained is None and train.eval_untrained and start_epoch == 0 and start_step == 0:
+            state.untrained = self._validate("untrained")
+        interrupted = self._epochs(self.wrapped, start_epoch, start_step, stop, stop_after_steps)
+        result = TrainResult(
+            out_dir=self.out_dir,
+            epochs=train.epochs,
+            epoch=self.epoch_done,
+            global_step=state.global_step,
+            interrupted=interrupted,
+            resumed_from=str(state.resumed_from) if state.resumed_from is not None else None,
+            images_per_second=state.images_seen / state.train_seconds if state.train_seconds else float("nan"),
+            seconds=time.perf_counter() - self.started,
+            untrained=state.untrained,
+            run_id=self.run_id,
+            history=state.history,
+        )
+        if interrupted:
+            for hook in self.hooks:
+                hook.after_interrupt(self)
         else:
-            torch.manual_seed(_rank_seed(params.seed, ctx.rank))
-        model = self._wrap()
-        resumed_from = str(self.checkpoint_path) if state is not None else None
-
-        with self.tracker:
-            from sanet.infra.hashing import files_md5
-            from sanet.infra.tracking import model_label
-
-            data_md5 = ""
-            if ctx.is_main:
-                data_md5 = files_md5(self.train_paths, params.data.root)
-            self.data_md5 = data_md5
-            self.tracker.start(
-                data_md5,
-                run_name=f"train {model_label(params)} {params.model.backbone} ({params.profile})",
-                resume_run_id=resume_run_id,
-                extra_tags={
-                    "world_size": str(ctx.world_size),
-                    "device": ctx.device.type,
-                    "threads": str(self.threads),
-                    "cpu_kernels": describe_cpu_kernels(),
-                    "pipeline_run": self.pipeline_run,
-                },
-            )
-            if self.untrained is None and train.eval_untrained and start_epoch == 0 and start_step == 0:
-                self.untrained = self._validate("untrained")
-            interrupted = self._epochs(model, start_epoch, start_step, stop, stop_after_steps)
-            result = TrainResult(
-                out_dir=self.out_dir,
-                epochs=train.epochs,
-                epoch=self.epoch_done,
-                global_step=self.global_step,
-                interrupted=interrupted,
-                resumed_from=resumed_from,
-                images_per_second=self.images_seen / self.train_seconds if self.train_seconds else float("nan"),
-                seconds=time.perf_counter() - started,
-                untrained=self.untrained,
-                run_id=self.tracker.run_id,
-                history=self.history,
-            )
-            if interrupted:
-                self.tracker.interrupted(self.global_step)
-            else:
-                self._finish(result)
+            self._finish(result)
         return result
 
     def _epochs(
-        self, model: torch.nn.Module, start_epoch: int, start_step: int, stop: _StopOnSignal, limit: int | None
+        self, model: torch.nn.Module, start_epoch: int, start_step: int, stop: StopRequest, limit: int | None
     ) -> bool:
         """Train from (start_epoch, start_step) to the end; returns True when stopped early."""
         train, ctx = self.train_params, self.ctx
@@ -620,8 +400,8 @@ class _Trainer:
             steps_in_epoch = self.sampler.steps_in_epoch
             first = steps_in_epoch - len(self.sampler)
             # a resumed epoch's means also cover the steps run before the interruption
-            meter = _Meter.from_state(self.epoch_meter if epoch == start_epoch else None)
-            window = _Meter()
+            meter = Meter.from_state(self.state.epoch_meter if epoch == start_epoch else None)
+            window = Meter()
             self.current_meter = meter
             epoch_images, epoch_start = 0, time.perf_counter()
             window_images, window_start = 0, time.perf_counter()
@@ -649,7 +429,7 @@ class _Trainer:
                     raise TrainingError(
                         f"step {self.global_step + 1}: {exc}; the last checkpoint ({self.checkpoint_path}) is intact"
                     ) from None
-                self.global_step += 1
+                self.state.global_step += 1
                 steps_this_call += 1
                 batch_images = len(batch["pids"]) * ctx.world_size
                 epoch_images += batch_images
@@ -664,14 +444,14 @@ class _Trainer:
                     metrics |= {"train/lr": lr, "train/images_per_second": speed, "train/epoch": progress}
                     if temperature is not None:
                         metrics["train/temperature"] = temperature
-                    self.tracker.log(metrics, self.global_step)
+                    self._log(metrics, self.global_step)
                     bar.set_postfix(loss=f"{logged['total']:.3f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")
-                    window, window_images, window_start = _Meter(), 0, time.perf_counter()
+                    window, window_images, window_start = Meter(), 0, time.perf_counter()
                 bar.update(1)
                 stop_now = stop.requested or (limit is not None and steps_this_call >= limit)
                 if self._agree(stop_now):
-                    self.train_seconds += time.perf_counter() - epoch_start
-                    self.images_seen += epoch_images
+                    self.state.train_seconds += time.perf_counter() - epoch_start
+                    self.state.images_seen += epoch_images
                     self._save(epoch, step + 1)
                     stopped = True
                     break
@@ -679,8 +459,8 @@ class _Trainer:
             if stopped:
                 return True
             seconds = time.perf_counter() - epoch_start
-            self.train_seconds += seconds
-            self.images_seen += epoch_images
+            self.state.train_seconds += seconds
+            self.state.images_seen += epoch_images
             means = meter.means()
             row: dict[str, float] = {"epoch": epoch + 1, "step": self.global_step, "lr": lr, "loss": means["total"]}
             row |= {k: means[k] for k in ("id", "triplet", "focal")}
@@ -693,9 +473,9 @@ class _Trainer:
                 val = self._validate("val")
                 if val:
                     row |= {"rank1": val["rank1"], "mAP": val["mAP"]}
-            self.history.append(row)
+            self.state.history.append(row)
             epoch_metrics = {f"epoch/{k}": float(v) for k, v in row.items() if k not in ("epoch", "step")}
-            self.tracker.log(epoch_metrics | {"epoch/images_per_second": epoch_speed}, epoch + 1)
+            self._log(epoch_metrics | {"epoch/images_per_second": epoch_speed}, epoch + 1)
             self._save(epoch + 1, 0)
         return False
 
@@ -710,8 +490,9 @@ class _Trainer:
     def _finish(self, result: TrainResult) -> None:
         final = self._validate("final")
         result.final = final
-        if self.history and final:
-            self.history[-1] |= {"rank1": final["rank1"], "mAP": final["mAP"]}
+        history = self.state.history
+        if history and final:
+            history[-1] |= {"rank1": final["rank1"], "mAP": final["mAP"]}
         if not self.ctx.is_main:
             return
         model_file = save_model_file(
@@ -734,51 +515,11 @@ class _Trainer:
             "epochs": self.train_params.epochs,
             "steps": self.global_step,
             "final": final,
-            "untrained": self.untrained,
+            "untrained": self.state.untrained,
         }
         metrics_file = self.out_dir / TRAIN_METRICS_FILE
         _write_text(metrics_file, json.dumps(summary, indent=2) + "\n")
         history_file = self.out_dir / HISTORY_FILE
-        _write_text(history_file, _history_csv(self.history))
-        self.tracker.log(
-            {"train/images_per_second_mean": result.images_per_second, "train/seconds": self.train_seconds},
-            self.global_step,
-        )
-        provenance = self._write_provenance(result, model_file)
-        self.tracker.finish(self.checkpoint_path, model_file, [metrics_file, history_file, provenance])
-
-    def _write_provenance(self, result: TrainResult, model_file: Path) -> Path:
-        """`<out_dir>/provenance.json` and the run's `model_md5` tag: the run-dependent facts of this training.
-
-        `sanet evaluate` and `sanet register` find the training's MLflow run and pipeline run through them (the
-        sidecar when it names this model file's md5, else the run tagged with it).
-        """
-        from sanet.infra.hashing import file_md5
-        from sanet.infra.provenance import write_sidecar
-        from sanet.infra.tracking import git_sha
-
-        def measured(value: float, digits: int) -> float | None:
-            return round(value, digits) if math.isfinite(value) else None
-
-        md5 = file_md5(model_file)
-        path = write_sidecar(
-            self.out_dir / TRAIN_PROVENANCE_FILE,
-            {
-                "model_file": str(model_file),
-                "model_md5": md5,
-                "train_run_id": self.tracker.run_id,
-                "pipeline_run": self.pipeline_run,
-                "git_sha": git_sha(),
-                "data_md5": self.data_md5,
-                "device": self.ctx.device.type,
-                "world_size": self.ctx.world_size,
-                "threads": self.threads,
-                "cpu_kernels": describe_cpu_kernels(),
-                "resumed_from": result.resumed_from,
-                "images_per_second": measured(result.images_per_second, 2),
-                "train_seconds": measured(self.train_seconds, 1),
-                "seconds": measured(result.seconds, 1),
-            },
-        )
-        self.tracker.tag({"model_md5": md5})
-        return path
+        _write_text(history_file, _history_csv(history))
+        for hook in self.hooks:
+            hook.after_train(self, result, [metrics_file, history_file])

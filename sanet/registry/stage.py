@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
     from sanet.config import Params
 
-__all__ = ["MODEL_DESCRIPTION", "GateCheck", "RegisterResult", "check_gate", "register"]
+__all__ = ["MODEL_DESCRIPTION", "GateCheck", "RegisterResult", "check_gate", "run_register"]
 
 MODEL_DESCRIPTION = (
     "SANet part features for partial person re-identification: uint8 RGB images (B, H, W, 3) in, "
@@ -62,7 +62,7 @@ _SOURCE_LABELS = {"train_run": "the training run's logged model", "register_run"
 
 @dataclass(frozen=True)
 class RegisterResult:
-    """What `register` did: the new version, its model's origin, the gate's decision and the champion after it."""
+    """What `run_register` did: the new version, its model's origin, the gate's decision and the champion after it."""
 
     model_name: str
     version: int
@@ -140,7 +140,7 @@ class GateCheck:
 def check_gate(params: Params, model_file: str | Path, eval_dir: str | Path) -> GateCheck:
     """The gate's decision for `model_file` (evaluated under `eval_dir`) against the champion; registers nothing.
 
-    A Kubeflow pipeline branches on it (`dsl.If`) before its register step; `register` runs the same gate again
+    A Kubeflow pipeline branches on it (`dsl.If`) before its register step; `run_register` runs the same gate again
     when it registers, so a champion that moved in between is still respected.
 
     Raises:
@@ -160,7 +160,7 @@ def check_gate(params: Params, model_file: str | Path, eval_dir: str | Path) -> 
     return GateCheck(name, decision, champion_version)
 
 
-def register(params: Params, model_file: str | Path, eval_dir: str | Path, out: str | Path) -> RegisterResult:
+def run_register(params: Params, model_file: str | Path, eval_dir: str | Path, out: str | Path) -> RegisterResult:
     """Register `model_file`, evaluated under `eval_dir`, as a new version; run the gate; write `out` (registry.json).
 
     Raises:
