@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The sanet-bench images that Kubeflow components and training pods run (README, Docker image). Two targets:
+# The sanet-bench images that Kubeflow components and training pods run (docs/docker.md). Two targets:
 #   sanet (the default, last stage)  the locked environment and the `sanet` package
 #   masks                            the same plus OpenPifPaf, for the mask-generation component
 # `make image REGISTRY=... TAG=...` builds and pushes both (needs BuildKit, the default since Docker 23).

@@ -71,7 +71,7 @@ demo: install  ## set up and run the whole pipeline on the synthetic benchmark (
 	@start=$$SECONDS; \
 	$(BIN)/sanet synth --out data --preview reports/synthetic_preview.png && \
 	$(BIN)/sanet data stats --root data && \
-	{ $(BIN)/dvc commit --quiet data.dvc || { echo "data/ differs from what data.dvc pins (see README, Data)"; exit 1; }; } && \
+	{ $(BIN)/dvc commit --quiet data.dvc || { echo "data/ differs from what data.dvc pins (see docs/benchmarks.md, Data under DVC)"; exit 1; }; } && \
 	SANET_PIPELINE_RUN=$${SANET_PIPELINE_RUN:-demo-$$(date -u +%Y%m%d-%H%M%S)} $(BIN)/dvc repro && \
 	$(BIN)/sanet masks --preview reports/masks_preview.png && \
 	$(BIN)/dvc status && \

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sanet.metrics import evaluate_ranking, part_distance
+from sanet.metrics.distance import part_distance
+from sanet.metrics.ranking import evaluate_ranking
 
 GIB = 2**30
 

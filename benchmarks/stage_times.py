@@ -1,10 +1,10 @@
 """Wall-clock time of every `make demo` step on this machine: data, each DVC stage, the previews, and the total.
 
-`make demo` must finish within 15 minutes on 2 cores from a fresh clone, install included (README, Quick start).
+`make demo` must finish within 15 minutes on 2 cores from a fresh clone, install included (README, make demo).
 This script replays the pipeline after the install, in the current checkout, one step at a time: `sanet synth`
 (checked against data.dvc as `make demo` does), then `dvc repro --force --single-item` of each stage in pipeline
 order (the hpo stage's four studies one by one), then the mask preview. A stage's outputs are byte-reproducible
-(README, Reproducible outputs), so the replay leaves `git status` as it was; `--stages` times a subset. A study with
+(docs/pipeline.md), so the replay leaves `git status` as it was; `--stages` times a subset. A study with
 the same settings would resume, and run no trial, so an existing `optuna.db` is first renamed to
 `optuna.db.<time>.bak`: the studies then run all their trials, as in a fresh clone.
 

@@ -1,6 +1,6 @@
 """What the pipelines ask of Kubernetes: secrets as environment variables, GPUs, shared memory, resources.
 
-Secrets (created once per namespace, README "Run on Kubeflow"); keys are mapped to the variables `sanet` reads:
+Secrets (created once per namespace, docs/kubeflow.md); keys are mapped to the variables `sanet` reads:
 
 - `sanet-mlflow`: `tracking-uri` -> MLFLOW_TRACKING_URI (the MLflow server; its artifact store on S3).
 - `sanet-s3`: `access-key-id`, `secret-access-key`, `endpoint-url` -> AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,

@@ -16,6 +16,15 @@ from pathlib import Path
 import sanet  # noqa: F401  (sets the no-telemetry environment before mlflow or dvc can be imported)
 from sanet.cluster.kubeflow import PIPELINES  # kfp-free: kfp is imported by the commands that need it
 from sanet.config import DEFAULT_PARAMS_FILE, Params, load_params, to_yaml
+from sanet.contracts.files import (
+    EVAL_DIR,
+    FIGURES_DIR,
+    MODEL_FILE,
+    PLOTS_PAGE_DIR,
+    REGISTRY_RECORD,
+    REPORT_FILE,
+    TRAIN_DIR,
+)
 from sanet.contracts.variants import VARIANTS
 from sanet.data.benchmarks import BENCHMARKS, available_benchmarks, build_benchmark, format_statistics
 from sanet.hpo.spaces import SPACES  # torch-, optuna- and mlflow-free
@@ -164,7 +173,7 @@ def cmd_evaluate(args: argparse.Namespace, params: Params) -> int:
 
 def cmd_report(args: argparse.Namespace, params: Params) -> int:
     """Write the paper-comparison report (Tables 1-4) and its figures; print the benchmark table."""
-    from sanet.report import run_report
+    from sanet.report.stage import run_report
 
     result = run_report(
         params,
@@ -374,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--benchmark", required=True, metavar="NAME", help="one of " + ", ".join(BENCHMARK_NAMES))
     evaluate.add_argument(
-        "--model", type=Path, required=True, metavar="CKPT", help="model file: outputs/train/model.pt"
+        "--model", type=Path, required=True, metavar="CKPT", help=f"model file: {TRAIN_DIR / MODEL_FILE}"
     )
     evaluate.add_argument("--out", type=Path, help="output folder (default: reports/eval/<benchmark>)")
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when available")
@@ -382,15 +391,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_evaluate)
 
     report = sub.add_parser("report", parents=[common], help="the paper-comparison report (reports/benchmark.md)")
-    report.add_argument("--eval-dir", type=Path, default=Path("reports/eval"), help="per-benchmark evaluation folders")
-    report.add_argument("--train-dir", type=Path, default=Path("outputs/train"), help="training outputs")
-    report.add_argument("--out", type=Path, default=Path("reports/benchmark.md"), help="the Markdown report")
-    report.add_argument("--figures", type=Path, default=Path("reports/figures"), help="folder for the PNG plots")
+    report.add_argument("--eval-dir", type=Path, default=EVAL_DIR, help="per-benchmark evaluation folders")
+    report.add_argument("--train-dir", type=Path, default=TRAIN_DIR, help="training outputs")
+    report.add_argument("--out", type=Path, default=REPORT_FILE, help="the Markdown report")
+    report.add_argument("--figures", type=Path, default=FIGURES_DIR, help="folder for the PNG plots")
     report.add_argument("--no-ablations", action="store_true", help="skip the Table 3 / 4 search in MLflow")
     report.set_defaults(func=cmd_report)
 
     plots = sub.add_parser("plots", parents=[common], help="DVC plots as an HTML page that works offline")
-    plots.add_argument("--out", type=Path, default=Path("reports/plots"), help="folder for index.html")
+    plots.add_argument("--out", type=Path, default=PLOTS_PAGE_DIR, help="folder for index.html")
     plots.add_argument(
         "--vendor",
         type=Path,
@@ -404,9 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="register the evaluated model in MLflow (alias candidate); champion moves if it passes the gate",
     )
-    register.add_argument("--model", type=Path, default=Path("outputs/train/model.pt"), help="the trained model")
-    register.add_argument("--eval-dir", type=Path, default=Path("reports/eval"), help="its evaluations")
-    register.add_argument("--out", type=Path, default=Path("reports/registry.json"), help="the decision, as JSON")
+    register.add_argument("--model", type=Path, default=TRAIN_DIR / MODEL_FILE, help="the trained model")
+    register.add_argument("--eval-dir", type=Path, default=EVAL_DIR, help="its evaluations")
+    register.add_argument("--out", type=Path, default=REGISTRY_RECORD, help="the decision, as JSON")
     register.set_defaults(func=cmd_register)
 
     promote = sub.add_parser("promote", parents=[common], help="manual override: make a version the champion")
@@ -439,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     hpo.add_argument("--quiet", action="store_true", help="no progress bars")
     hpo.set_defaults(func=cmd_hpo)
 
-    kfp = sub.add_parser("kfp", help="Kubeflow pipelines: compile them, submit a run (README, Run on Kubeflow)")
+    kfp = sub.add_parser("kfp", help="Kubeflow pipelines: compile them, submit a run (docs/kubeflow.md)")
     kfp_sub = kfp.add_subparsers(dest="kfp_command", required=True, metavar="COMMAND")
     kfp_compile = kfp_sub.add_parser("compile", parents=[common], help="compile the pipelines to YAML")
     kfp_compile.add_argument("--pipeline", action="append", choices=list(PIPELINES), help="one of them (repeatable)")

@@ -348,7 +348,7 @@ class RandomErasingParams(_Section):
 
 
 class PartialViewParams(_Section):
-    """Partial-aware augmentation, our reading of the paper's "random cropping" (README, Model choices): VPM's random
+    """Partial-aware augmentation, our reading of the paper's "random cropping" (docs/model.md, Choices the paper leaves open): VPM's random
     vertical crop resized to the input, and HPNet's part occlusion; the part-mask labels are cropped or cleared with
     the image, so a part the view does not show is absent in its labels too."""
 

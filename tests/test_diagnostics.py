@@ -20,25 +20,18 @@ from torch import nn
 from sanet.config import EvaluationParams, load_params
 from sanet.contracts.parts import GLOBAL_INDEX, NUM_PARTS, PARTS
 from sanet.data.benchmarks import ImageRecord
-from sanet.evaluation.diagnostics import (
-    AFEShareMeter,
-    chance_rank1,
-    colour_histogram_floor,
-    compute_diagnostics,
-    global_only_features,
-    global_only_metrics,
-    headline_metrics,
-    label_visibility,
-    mask_variation,
-    person_histogram,
-    visibility_accuracy,
-    write_diagnostics_figure,
-)
-from sanet.evaluation.diagnostics.floor import resize_nearest
+from sanet.evaluation.diagnostics.afe import AFEShareMeter
+from sanet.evaluation.diagnostics.figure import write_diagnostics_figure
+from sanet.evaluation.diagnostics.floor import chance_rank1, colour_histogram_floor, person_histogram, resize_nearest
+from sanet.evaluation.diagnostics.global_only import global_only_features, global_only_metrics
+from sanet.evaluation.diagnostics.masks import mask_variation
+from sanet.evaluation.diagnostics.summary import compute_diagnostics, headline_metrics
+from sanet.evaluation.diagnostics.visibility import label_visibility, visibility_accuracy
 from sanet.evaluation.routing import route_statistics
 from sanet.masks.errors import MasksError
 from sanet.masks.mask_files import MaskStore, write_folder
-from sanet.metrics import build_evaluator, euclidean_distance
+from sanet.metrics.distance import euclidean_distance
+from sanet.metrics.evaluator import build_evaluator
 from sanet.train.features import EvaluationResult, Extracted
 from sanet.train.stage import run_train
 

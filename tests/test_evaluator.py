@@ -8,7 +8,9 @@ import torch
 
 from sanet.config import EvaluationParams, RerankParams
 from sanet.contracts.parts import GLOBAL_INDEX, NUM_PARTS
-from sanet.metrics import ReIDEvaluator, build_evaluator, evaluate_ranking, part_distance
+from sanet.metrics.distance import part_distance
+from sanet.metrics.evaluator import ReIDEvaluator, build_evaluator
+from sanet.metrics.ranking import evaluate_ranking
 
 METRIC_KEYS = ["rank1", "rank3", "rank5", "rank10", "mAP", "mINP"]
 

@@ -9,16 +9,15 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sanet.metrics import (
-    NoValidQueryError,
+from sanet.metrics.distance import (
     cosine_distance,
     euclidean_distance,
-    evaluate_ranking,
-    k_reciprocal_rerank,
     part_distance,
+    query_chunk_size,
     unshared_distance,
 )
-from sanet.metrics.distance import query_chunk_size
+from sanet.metrics.ranking import NoValidQueryError, evaluate_ranking
+from sanet.metrics.rerank import k_reciprocal_rerank
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -15,7 +15,7 @@ from mlflow.entities import Metric, Param, RunTag
 from sanet.config import Params, load_params
 from sanet.infra.errors import ReportError
 from sanet.infra.tracking import flat_params
-from sanet.report import run_report
+from sanet.report.stage import run_report
 
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
 DATA_MD5 = {"partial_ilids_p": "d" * 32}

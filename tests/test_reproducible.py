@@ -22,7 +22,7 @@ from sanet.evaluation.stage import model_md5, run_evaluate
 from sanet.hpo.stage import run_hpo
 from sanet.infra.provenance import read_sidecar, sidecar_path
 from sanet.registry.stage import run_register
-from sanet.report import run_report
+from sanet.report.stage import run_report
 from sanet.train.checkpoint import load_model_file
 from sanet.train.stage import run_train
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build openpifpaf-vita (the maintained OpenPifPaf fork) from its sdist against the environment's torch, once per
-# machine, and install it with --no-deps into that environment. `make pifpaf` runs this; see README, "Part masks".
+# machine, and install it with --no-deps into that environment. `make pifpaf` runs this; see docs/masks.md.
 #
 # Why from source: the PyPI release `openpifpaf` 0.13.11 pins torch 1.13, and openpifpaf-vita 0.14.2 ships only an
 # sdist whose C++ extension is compiled with -std=c++17, which torch 2.14's headers no longer accept; -std=c++20 works.

@@ -40,6 +40,14 @@ from sanet.cluster.workspace import (
     step_scratch,
     weights,
 )
+from sanet.contracts.files import (
+    FIGURES_DIR,
+    HISTORY_FILE,
+    MODEL_FILE,
+    REPORT_FILE,
+    TRAIN_METRICS_FILE,
+    eval_files,
+)
 from sanet.infra.errors import StorageError
 
 __all__ = [
@@ -260,9 +268,9 @@ def train_step(
                     f"training exited with status {code}"
                     + (" (stopped: its checkpoint is uploaded, a retry resumes)" if code == 143 else "")
                 )
-            metrics_file = out_dir / "metrics.json"
+            metrics_file = out_dir / TRAIN_METRICS_FILE
             metrics = flat_numbers(json.loads(metrics_file.read_text())) if metrics_file.is_file() else {}
-            return TrainStep(train_uri, join_uri(train_uri, "model.pt"), metrics, resumed)
+            return TrainStep(train_uri, join_uri(train_uri, MODEL_FILE), metrics, resumed)
 
 
 # ---- evaluate, report ------------------------------------------------------------------------------------------
@@ -306,7 +314,7 @@ def evaluate_step(
         pin_cpu_kernels(params.train.cpu_kernels)  # as `sanet evaluate` does, before numpy and torch load
         from sanet.evaluation.stage import run_evaluate
 
-        model_file = download_file(join_uri(train_uri, "model.pt"), scratch / "model.pt")
+        model_file = download_file(join_uri(train_uri, MODEL_FILE), scratch / MODEL_FILE)
         download(data_uri, params.data.root)
         out_dir = scratch / "eval" / benchmark
         result = run_evaluate(params, benchmark, model_file, out_dir=out_dir, device=device, progress=False)
@@ -334,26 +342,30 @@ def report_step(
     pipeline_run: str = "",
 ) -> ReportStep:
     """The paper-comparison report (the `report` stage) of the evaluations `eval_uris`, to `<work_uri>/<prefix>`."""
-    from sanet.report import run_report
+    from sanet.report.stage import run_report
 
     with step_scratch() as scratch, pipeline_run_tag(pipeline_run):
         params = step_params(params_file, overrides, scratch)
         eval_dir, train_dir, out = scratch / "eval", scratch / "train", scratch / "reports"
         names = download_evaluations(eval_uris, eval_dir)
-        for file in ("model.pt", "metrics.json", "history.csv"):
+        for file in (MODEL_FILE, TRAIN_METRICS_FILE, HISTORY_FILE):
             try:
                 download_file(join_uri(train_uri, file), train_dir / file)
             except StorageError:
-                if file == "model.pt":
+                if file == MODEL_FILE:
                     raise
         result = run_report(
-            params, eval_dir=eval_dir, train_dir=train_dir, out=out / "benchmark.md", figures_dir=out / "figures"
+            params,
+            eval_dir=eval_dir,
+            train_dir=train_dir,
+            out=out / REPORT_FILE.name,
+            figures_dir=out / FIGURES_DIR.name,
         )
         report_uri = join_uri(work_uri, prefix)
         upload(out, report_uri)
         metrics = {}
         for name in names:
-            values = json.loads((eval_dir / name / "metrics.json").read_text())
+            values = json.loads(eval_files(name, eval_dir).metrics.read_text())
             metrics |= {f"{name}/{key}": float(values[key]) for key in ("rank1", "mAP") if key in values}
         return ReportStep(report_uri, result.path.read_text(), metrics)
 
@@ -379,7 +391,7 @@ class GateStep:
 
 
 def _evaluated_model(train_uri: str, eval_uris: Sequence[str], scratch: Path) -> tuple[Path, Path]:
-    model_file = download_file(join_uri(train_uri, "model.pt"), scratch / "train" / "model.pt")
+    model_file = download_file(join_uri(train_uri, MODEL_FILE), scratch / "train" / MODEL_FILE)
     eval_dir = scratch / "eval"
     download_evaluations(eval_uris, eval_dir)
     return model_file, eval_dir

@@ -115,7 +115,7 @@ def run_evaluate(
     file that is not one), BenchmarkError (missing or corrupt data) and TrackingError (unreachable tracking store),
     all before any feature is extracted except the last.
     """
-    from sanet.evaluation.diagnostics import AFEShareMeter
+    from sanet.evaluation.diagnostics.afe import AFEShareMeter
     from sanet.infra.hashing import file_md5, files_md5
     from sanet.infra.provenance import sidecar_path, training_sidecar, write_sidecar
     from sanet.infra.tracking import check_tracking_uri, git_sha, tracking_uri
@@ -259,7 +259,7 @@ def _diagnostics(
 ) -> dict[str, Any]:
     """The method diagnostics (`diagnostics.compute_diagnostics`), labels from `params.masks.out_dir`."""
     from sanet.contracts.parts import NUM_PARTS
-    from sanet.evaluation.diagnostics import compute_diagnostics
+    from sanet.evaluation.diagnostics.summary import compute_diagnostics
     from sanet.masks.mask_files import MaskStore
 
     return compute_diagnostics(
@@ -278,7 +278,7 @@ def _diagnostics(
 
 def _headline_diagnostics(diagnostics: dict[str, Any]) -> dict[str, float]:
     """The flat diagnostic numbers for metrics.json, floats rounded to 6 digits."""
-    from sanet.evaluation.diagnostics import headline_metrics
+    from sanet.evaluation.diagnostics.summary import headline_metrics
 
     return {
         key: value if isinstance(value, int) else round(float(value), 6)
@@ -288,7 +288,7 @@ def _headline_diagnostics(diagnostics: dict[str, Any]) -> dict[str, float]:
 
 def _write_diagnostics(files: EvalFiles, diagnostics: dict[str, Any], benchmark: str) -> list[Path]:
     """diagnostics.json (full detail) and diagnostics.png (one figure of it)."""
-    from sanet.evaluation.diagnostics import write_diagnostics_figure
+    from sanet.evaluation.diagnostics.figure import write_diagnostics_figure
 
     title = f"{benchmark}: method diagnostics ({diagnostics['variant']}, {diagnostics['num_query']} queries, "
     title += f"{diagnostics['num_gallery']} gallery)"

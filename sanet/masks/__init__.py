@@ -7,10 +7,7 @@
 * :mod:`sanet.masks.coverage`, :mod:`sanet.masks.preview`: the stage's metric and overlays for people.
 * :mod:`sanet.masks.stage`: ``run_masks``, what `sanet masks` and the DVC stage ``masks`` run.
 
-The package itself exports only the stage's errors: importing it does not import numpy, torch or OpenPifPaf (the
-CLI imports the errors before it pins the CPU kernels, sanet.train.cpu_kernels).
+* :mod:`sanet.masks.errors`: the stage's errors (torch-free).
+
+Import the modules themselves; the package re-exports nothing.
 """
-
-from sanet.masks.errors import MasksError, PifPafCheckpointError, PifPafMissingError
-
-__all__ = ["MasksError", "PifPafCheckpointError", "PifPafMissingError"]

@@ -95,7 +95,7 @@ def import_openpifpaf() -> types.ModuleType:
         raise PifPafMissingError(
             f"masks.source is openpifpaf, but OpenPifPaf is not installed ({exc}); `make pifpaf` builds "
             f"{PIFPAF_PACKAGE} {PIFPAF_VERSION} from source against the locked torch and installs it "
-            "(README, Part masks)"
+            "(docs/masks.md)"
         ) from None
 
 

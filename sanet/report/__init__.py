@@ -9,37 +9,3 @@ One job per module: `inputs` reads and checks what `sanet evaluate` and `sanet t
 runs of Tables 3 and 4 in MLflow, `formatting` formats the numbers, `markdown` writes the report, `terminal` the
 table `make demo` prints, `figures` the PNGs, and `stage` (`run_report`) ties them together in one MLflow run.
 """
-
-from sanet.report.ablations import (
-    ABLATED_PARAMS,
-    ABLATION_BENCHMARK,
-    RESULT_NEUTRAL_PARAMS,
-    AblationRun,
-    AblationSearch,
-    search_ablations,
-)
-from sanet.report.figures import plot_cmc, plot_comparison, plot_training
-from sanet.report.inputs import Evaluation, Training, load_evaluations, load_training
-from sanet.report.markdown import render_markdown
-from sanet.report.stage import ReportResult, run_report
-from sanet.report.terminal import render_terminal_table
-
-__all__ = [
-    "ABLATED_PARAMS",
-    "ABLATION_BENCHMARK",
-    "RESULT_NEUTRAL_PARAMS",
-    "AblationRun",
-    "AblationSearch",
-    "Evaluation",
-    "ReportResult",
-    "Training",
-    "load_evaluations",
-    "load_training",
-    "plot_cmc",
-    "plot_comparison",
-    "plot_training",
-    "render_markdown",
-    "render_terminal_table",
-    "run_report",
-    "search_ablations",
-]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sanet.contracts.files import HISTORY_FILE, MODEL_FILE, TRAIN_DIR, TRAIN_METRICS_FILE, eval_files
 from sanet.infra.errors import ReportError
 
 if TYPE_CHECKING:
@@ -172,7 +173,7 @@ def diagnostic(evaluation: Evaluation | None, *keys: str) -> Any:
 
 
 def load_evaluations(
-    eval_dir: Path, benchmarks: Sequence[str], model_file: str = "outputs/train/model.pt"
+    eval_dir: Path, benchmarks: Sequence[str], model_file: str = str(TRAIN_DIR / MODEL_FILE)
 ) -> dict[str, Evaluation]:
     """Read and check `<eval_dir>/<benchmark>/` for each of `benchmarks` that has a folder, in that order.
 
@@ -191,17 +192,18 @@ def load_evaluations(
         raise ReportError(nothing)
     found: dict[str, Evaluation] = {}
     for name in benchmarks:
-        folder = eval_dir / name
+        files = eval_files(name, eval_dir)
+        folder = files.folder
         if not folder.is_dir():
             continue
         hint = f"rerun `sanet evaluate --benchmark {name} --model {model_file}` (or `dvc repro`)"
         found[name] = Evaluation(
             benchmark=name,
             folder=folder,
-            metrics=_read_metrics(folder / "metrics.json", hint),
-            run=_read_run(folder / "run.json", name, hint),
-            cmc=_read_cmc(folder / "cmc.csv", hint),
-            diagnostics=_read_diagnostics(folder / "diagnostics.json", hint),
+            metrics=_read_metrics(files.metrics, hint),
+            run=_read_run(files.run, name, hint),
+            cmc=_read_cmc(files.cmc, hint),
+            diagnostics=_read_diagnostics(files.diagnostics, hint),
         )
     if not found:
         raise ReportError(nothing)
@@ -240,7 +242,7 @@ def load_training(train_dir: Path) -> Training | None:
         ReportError: a file exists but is malformed (named).
     """
     train_dir = Path(train_dir)
-    metrics_file, history_file = train_dir / "metrics.json", train_dir / "history.csv"
+    metrics_file, history_file = train_dir / TRAIN_METRICS_FILE, train_dir / HISTORY_FILE
     if not metrics_file.is_file() and not history_file.is_file():
         return None
     hint = "rerun `sanet train` (or `dvc repro`)"

@@ -1,9 +1,6 @@
-"""The training engine: distributed set-up, optimisation, checkpoints, the training loop and feature extraction.
+"""The train stage and its engine: distributed set-up, optimisation, checkpoints, the loop and feature extraction.
 
-`import sanet.train` stays light (no torch); import the modules themselves: `sanet.train.trainer.train`,
-`sanet.train.features.evaluate_benchmark`, `sanet.train.checkpoint.load_model_file`.
+`stage.run_train` is `sanet train`; it builds `trainer.Trainer` with its hooks (`hooks`, `mlflow_hook`) and the
+resume state (`resume`). The evaluation and the registry reuse `features.evaluate_benchmark` and
+`checkpoint.load_model_file`. Import the modules themselves; the package re-exports nothing.
 """
-
-from sanet.train.errors import CheckpointError, DistributedError, TrainingError
-
-__all__ = ["CheckpointError", "DistributedError", "TrainingError"]

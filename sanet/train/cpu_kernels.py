@@ -8,7 +8,7 @@ every x86-64 processor with AVX2 and FMA runs: torch's AVX2 kernels (`ATEN_CPU_C
 (`ONEDNN_MAX_CPU_ISA`), MKL's vendor-neutral reproducible branch (`MKL_CBWR=COMPATIBLE`, the only one MKL offers on
 AMD processors) and numpy without its AVX-512 dispatch targets (`NPY_DISABLE_CPU_FEATURES`; numpy skips the targets
 a processor lacks). On an AVX2 processor the torch, oneDNN and numpy pins change nothing; MKL's branch changed the
-last bits of one demo training step and not its speed (README, Reproducible outputs). Measured across processors:
+last bits of one demo training step and not its speed (docs/pipeline.md). Measured across processors:
 an AVX-512 EPYC trained, evaluated and reported the same bytes as the AVX2 EPYC that wrote the demo's dvc.lock, and
 without the numpy pin its Optuna study drew a triplet weight one unit in the last place away (numpy's AVX-512 `exp`).
 

@@ -1,7 +1,7 @@
 """Optimiser, learning-rate schedule and Gumbel-softmax temperature schedule (paper section 4.2 and our choices).
 
 The paper gives SGD with learning rate 0.01 (batch 64, 150 epochs) and nothing else; the warm-up, the decay and the
-learning-rate factors are parameters (`train` in params.yaml; README, Training). Schedules are pure functions of the
+learning-rate factors are parameters (`train` in params.yaml; docs/training.md). Schedules are pure functions of the
 training progress measured in epochs (`epoch + step / steps_in_epoch`), updated every step: resuming at any step
 gives exactly the learning rate and temperature an uninterrupted run would have had there.
 """

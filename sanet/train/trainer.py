@@ -11,7 +11,7 @@ What a run does, in order:
    masks exist, the model and its weights build.
 2. Resume: `<train.out_dir>/checkpoints/last.pt`, if present and written under the same training parameters, restores
    the model, optimiser, schedules, sampler position and random-number generators; training continues at the exact
-   step it stopped at (README, Training, for the guarantee and its limits).
+   step it stopped at (docs/training.md, for the guarantee and its limits).
 3. Validation of the untrained network on `data.train`'s query/gallery (`train.eval_untrained`): the baseline the
    trained network is compared with.
 4. Epochs of identity-balanced P x K batches (`sanet.data.sampler`), augmented with their part masks

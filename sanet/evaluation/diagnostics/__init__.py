@@ -15,27 +15,3 @@ one job each, so that a model that ranks by accident (or a colour histogram that
 
 The AFE routes (Fig. 4a) are summarised by `sanet.evaluation.routing` (`route_statistics`), which `summary` reuses.
 """
-
-from sanet.evaluation.diagnostics.afe import AFEShareMeter
-from sanet.evaluation.diagnostics.figure import write_diagnostics_figure
-from sanet.evaluation.diagnostics.floor import FloorResult, chance_rank1, colour_histogram_floor, person_histogram
-from sanet.evaluation.diagnostics.global_only import global_only_features, global_only_metrics
-from sanet.evaluation.diagnostics.masks import mask_variation
-from sanet.evaluation.diagnostics.summary import compute_diagnostics, headline_metrics
-from sanet.evaluation.diagnostics.visibility import label_visibility, visibility_accuracy
-
-__all__ = [
-    "AFEShareMeter",
-    "FloorResult",
-    "chance_rank1",
-    "colour_histogram_floor",
-    "compute_diagnostics",
-    "global_only_features",
-    "global_only_metrics",
-    "headline_metrics",
-    "label_visibility",
-    "mask_variation",
-    "person_histogram",
-    "visibility_accuracy",
-    "write_diagnostics_figure",
-]
