@@ -348,9 +348,9 @@ class RandomErasingParams(_Section):
 
 
 class PartialViewParams(_Section):
-    """Partial-aware augmentation, our reading of the paper's "random cropping" (docs/model.md, Choices the paper leaves open): VPM's random
-    vertical crop resized to the input, and HPNet's part occlusion; the part-mask labels are cropped or cleared with
-    the image, so a part the view does not show is absent in its labels too."""
+    """Partial-aware augmentation, our reading of the paper's "random cropping" (docs/model.md, Choices the paper
+    leaves open): VPM's random vertical crop resized to the input, and HPNet's part occlusion; the part-mask labels
+    are cropped or cleared with the image, so a part the view does not show is absent in its labels too."""
 
     crop: float = Field(0.5, ge=0, le=1, description="probability of a random vertical extent, resized to the input")
     min_extent: float = Field(0.35, gt=0, le=1, description="smallest extent kept (fraction of the image height)")
