@@ -12,9 +12,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import sanet  # noqa: F401  (sets the no-telemetry environment before mlflow or dvc can be imported)
-from sanet.cluster.kubeflow import PIPELINES  # kfp-free: kfp is imported by the commands that need it
 from sanet.config import DEFAULT_PARAMS_FILE, Params, load_params, to_yaml
 from sanet.contracts.files import (
     EVAL_DIR,
@@ -25,9 +25,10 @@ from sanet.contracts.files import (
     REPORT_FILE,
     TRAIN_DIR,
 )
+from sanet.contracts.pipelines import PIPELINES
+from sanet.contracts.studies import SPACES
 from sanet.contracts.variants import VARIANTS
 from sanet.data.benchmarks import BENCHMARKS, available_benchmarks, build_benchmark, format_statistics
-from sanet.hpo.spaces import SPACES  # torch-, optuna- and mlflow-free
 from sanet.infra.errors import SanetError  # every error the project raises on purpose derives from it
 from sanet.train.cpu_kernels import pin_cpu_kernels  # torch-free until torch is imported
 
@@ -219,28 +220,33 @@ def cmd_registry_show(args: argparse.Namespace, params: Params) -> int:
 
 def cmd_hpo(args: argparse.Namespace, params: Params) -> int:
     """An Optuna study over one search space: create it, run trials as one worker, summarise (or one of these)."""
-    from sanet.hpo.study import create_study
-    from sanet.hpo.summary import summarise_study
-    from sanet.hpo.worker import run_worker
+    from sanet.hpo.stage import run_hpo
 
-    if args.step in ("create", "all"):
-        info = create_study(params, args.space)
-        print(f"sanet hpo: study {info.name} in {info.storage} (MLflow parent run {info.parent_run_id})")
-    if args.step in ("worker", "all"):
-        worker = run_worker(
-            params, args.space, worker=args.worker, trials=args.trials, progress=not args.quiet, device=args.device
-        )
-        print(
-            f"sanet hpo: worker {args.worker} ran {worker.trials_run} trials of {worker.study}: "
-            f"{worker.completed} complete, {worker.pruned} pruned, {worker.failed} failed"
-        )
-    if args.step in ("summarise", "all"):
-        summary = summarise_study(params, args.space)
-        best = ", ".join(f"{key}={value}" for key, value in summary.best_params.items())
-        print(
-            f"sanet hpo: best of {summary.name}: trial {summary.best_trial}, validation score "
-            f"{100 * summary.best_value:.1f}% with {best}; wrote {summary.json_path}"
-        )
+    def report(step: str, result: Any) -> None:
+        if step == "create":
+            print(f"sanet hpo: study {result.name} in {result.storage} (MLflow parent run {result.parent_run_id})")
+        elif step == "worker":
+            print(
+                f"sanet hpo: worker {args.worker} ran {result.trials_run} trials of {result.study}: "
+                f"{result.completed} complete, {result.pruned} pruned, {result.failed} failed"
+            )
+        else:
+            best = ", ".join(f"{key}={value}" for key, value in result.best_params.items())
+            print(
+                f"sanet hpo: best of {result.name}: trial {result.best_trial}, validation score "
+                f"{100 * result.best_value:.1f}% with {best}; wrote {result.json_path}"
+            )
+
+    run_hpo(
+        params,
+        args.space,
+        worker=args.worker,
+        trials=args.trials,
+        progress=not args.quiet,
+        device=args.device,
+        step=args.step,
+        on_step=report,
+    )
     return 0
 
 

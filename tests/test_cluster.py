@@ -23,7 +23,7 @@ from sanet.cluster.steps import torchrun_command
 from sanet.cluster.transfer import download, download_file, exists, join_uri, local_path, upload
 from sanet.cluster.workspace import scratch_overrides, step_overrides, step_params, weights
 from sanet.data.benchmarks import BenchmarkError
-from sanet.data.synthetic import write_synthetic
+from sanet.data.synthetic.layouts import write_synthetic
 from sanet.infra.errors import StorageError
 
 BIN = Path(sys.executable).parent

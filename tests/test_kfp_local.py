@@ -26,7 +26,7 @@ from s3_server import LocalS3
 from test_pipeline import BENCHMARKS, TINY_DEMO
 from test_train import TINY_SYNTH
 
-from sanet.data.synthetic import write_synthetic
+from sanet.data.synthetic.layouts import write_synthetic
 
 # kfp warns that the components' image is not a plain Python image: locally they run in this environment instead.
 pytestmark = pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")

@@ -16,7 +16,7 @@ from sanet.cli import main
 from sanet.config import ConfigError, Params, SynthParams, load_params
 from sanet.contracts.keypoints import COCO_KEYPOINTS, KEYPOINTS_FILE
 from sanet.contracts.parts import PARTS
-from sanet.data.synthetic import write_synthetic
+from sanet.data.synthetic.layouts import write_synthetic
 from sanet.masks.coverage import format_coverage
 from sanet.masks.errors import MasksError
 from sanet.masks.keypoints import CocoJsonSource, ImageItem, flags_to_confidence, nearest_person, read_coco_keypoints

@@ -15,7 +15,7 @@ import pytest
 
 from sanet.cli import main
 from sanet.config import SynthParams, load_params
-from sanet.data.synthetic import write_synthetic
+from sanet.data.synthetic.layouts import write_synthetic
 from sanet.masks.errors import MasksError, PifPafCheckpointError
 from sanet.masks.mask_files import MaskStore
 from sanet.masks.pifpaf import CHECKPOINT_RELEASE, DEFAULT_CHECKPOINT, ensure_get_cmap, load_checkpoint, select_device

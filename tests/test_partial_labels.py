@@ -12,7 +12,7 @@ from sanet.config import AugmentParams, ColorJitterParams, PartialViewParams, Ra
 from sanet.contracts.keypoints import COCO_KEYPOINTS
 from sanet.contracts.parts import PARTS
 from sanet.data.partial import RowSpan
-from sanet.data.synthetic import Camera, Identity, render_person
+from sanet.data.synthetic.people import Camera, Identity, render_person
 from sanet.data.transforms import EraseBox, Occlusion, PersonKeypoints, TrainSample, TrainTransform
 from sanet.masks.keypoints import flags_to_confidence
 from sanet.masks.part_masks import LabelRule, part_masks, visibility

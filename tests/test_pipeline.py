@@ -20,7 +20,7 @@ import pytest
 import yaml
 from test_train import TINY_SYNTH
 
-from sanet.data.synthetic import write_synthetic
+from sanet.data.synthetic.layouts import write_synthetic
 
 # The module fixture runs the whole tiny pipeline (one dvc repro, every stage a subprocess): on a slow or shared
 # 2-core machine it outlasts the suite's 600 s per-test limit, which is meant for hung tests, not this one.

@@ -18,7 +18,9 @@ from sanet.config import SynthParams, load_params
 from sanet.contracts.datasets import DATASET_DIRS, MARKER_FILE
 from sanet.contracts.keypoints import KEYPOINTS_FILE
 from sanet.data.benchmarks import BENCHMARKS, build_benchmark
-from sanet.data.synthetic import Identity, contact_sheet, write_synthetic
+from sanet.data.synthetic.contact_sheet import contact_sheet
+from sanet.data.synthetic.layouts import write_synthetic
+from sanet.data.synthetic.people import Identity
 from sanet.infra.errors import OverwriteError
 
 REPO = Path(__file__).resolve().parents[1]

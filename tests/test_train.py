@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from sanet.config import Params, SynthParams, load_params
 from sanet.contracts.files import CHECKPOINT_FILE, MODEL_FILE
-from sanet.data.synthetic import write_synthetic
+from sanet.data.synthetic.layouts import write_synthetic
 from sanet.masks.stage import run_masks
 from sanet.train.checkpoint import STATE_FORMAT, load_checkpoint, load_model_file
 from sanet.train.errors import CheckpointError, TrainingError

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sanet.contracts.pipelines import PIPELINES
 from sanet.infra.envvars import temporary_env
 from sanet.infra.errors import SanetError
 
@@ -31,12 +32,6 @@ __all__ = [
     "load_pipeline",
     "submit",
 ]
-
-PIPELINES: dict[str, tuple[str, str]] = {
-    "benchmark": ("pipelines.benchmark", "benchmark_pipeline"),
-    "hpo": ("pipelines.hpo", "hpo_pipeline"),
-}
-"""Name -> (module, pipeline function); `pipelines/<name>.yaml` is the compiled, checked-in YAML."""
 
 
 class KubeflowError(SanetError, RuntimeError):

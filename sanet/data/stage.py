@@ -35,7 +35,8 @@ def run_synth(
     Raises:
         OverwriteError: `out` holds benchmark folders without the synthetic marker (real data).
     """
-    from sanet.data.synthetic import write_contact_sheet, write_synthetic
+    from sanet.data.synthetic.contact_sheet import write_contact_sheet
+    from sanet.data.synthetic.layouts import write_synthetic
 
     result = SynthResult(seed=params.seed)
     if out is not None:

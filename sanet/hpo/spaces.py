@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from sanet.contracts.studies import SPACES
 from sanet.hpo.errors import HPOError
 
 if TYPE_CHECKING:
@@ -19,8 +20,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DOTTED", "SPACES", "check_space", "space_params", "suggest", "to_dotted"]
 
-SPACES: tuple[str, ...] = ("afe_layers", "afe_kernel", "triplet_weight", "joint")
-"""One study per space; `joint` searches the three parameters together."""
 
 DOTTED: Mapping[str, str] = {
     "afe_layers": "model.afe.layers",

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from sanet.config import Params
 
 
+__all__ = ["ReportResult", "run_report"]
+
+
 @dataclass(frozen=True)
 class ReportResult:
     """What `run_report` wrote: the Markdown file, the PNG figures, the terminal table (also in `table_path`, what

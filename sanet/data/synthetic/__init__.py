@@ -23,21 +23,3 @@ to that folder. The generator is deterministic: each image draws from its own se
 The package: `people` (identities, cameras, the painter, occluders, crops), `layouts` (the benchmark folders and
 `write_synthetic`), `contact_sheet` (the preview picture).
 """
-
-from sanet.data.synthetic.contact_sheet import contact_sheet, write_contact_sheet
-from sanet.data.synthetic.layouts import GENERATOR_VERSION, SyntheticBenchmark, write_synthetic
-from sanet.data.synthetic.people import Camera, Identity, Rendered, add_occluder, crop_partial, render_person
-
-__all__ = [
-    "GENERATOR_VERSION",
-    "Camera",
-    "Identity",
-    "Rendered",
-    "SyntheticBenchmark",
-    "add_occluder",
-    "contact_sheet",
-    "crop_partial",
-    "render_person",
-    "write_contact_sheet",
-    "write_synthetic",
-]
