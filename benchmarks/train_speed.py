@@ -30,8 +30,8 @@ from model_cost import synthetic_batch  # benchmarks/model_cost.py: random image
 
 from sanet.config import Params, load_params
 from sanet.contracts.variants import VARIANTS
+from sanet.engine.features import autocast_dtype
 from sanet.model.sanet import build_model
-from sanet.train.features import autocast_dtype
 from sanet.train.losses import build_criterion
 from sanet.train.optim import build_optimizer
 from sanet.train.step import TrainStep

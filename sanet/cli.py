@@ -29,8 +29,8 @@ from sanet.contracts.pipelines import PIPELINES
 from sanet.contracts.studies import SPACES
 from sanet.contracts.variants import VARIANTS
 from sanet.data.benchmarks import BENCHMARKS, available_benchmarks, build_benchmark, format_statistics
+from sanet.engine.cpu_kernels import pin_cpu_kernels  # torch-free until torch is imported
 from sanet.infra.errors import SanetError  # every error the project raises on purpose derives from it
-from sanet.train.cpu_kernels import pin_cpu_kernels  # torch-free until torch is imported
 
 EXIT_USAGE = 2
 BENCHMARK_NAMES = list(BENCHMARKS)
@@ -511,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace, Params], int] = args.func
     try:
         params = load_params(args.params, args.overrides)
-        if args.command in KERNEL_COMMANDS:  # before the command imports torch (sanet.train.cpu_kernels)
+        if args.command in KERNEL_COMMANDS:  # before the command imports torch (sanet.engine.cpu_kernels)
             pin_cpu_kernels(params.train.cpu_kernels)
         return func(args, params)
     except SanetError as exc:

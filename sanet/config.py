@@ -293,12 +293,12 @@ class TrainParams(_Section):
         ge=0,
         le=512,
         description="torch intra-op CPU threads; CPU results depend on the count, so a fixed one makes reruns on "
-        "other machines bit-identical (sanet.train.determinism); 0: torch's default (the machine's cores)",
+        "other machines bit-identical (sanet.engine.determinism); 0: torch's default (the machine's cores)",
     )
     cpu_kernels: Literal["native", "avx2"] = Field(
         "native",
         description="CPU kernels of torch, oneDNN and MKL: native (the processor's best) | avx2 (the same kernels on "
-        "every x86-64 processor with AVX2, so CPU results reproduce across processors; sanet.train.cpu_kernels)",
+        "every x86-64 processor with AVX2, so CPU results reproduce across processors; sanet.engine.cpu_kernels)",
     )
     out_dir: str = Field("outputs/train", min_length=1, description="checkpoints and the trained model")
     log_every: int = Field(10, ge=1, description="steps between logged training metrics")

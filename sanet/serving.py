@@ -9,7 +9,7 @@ Two images are compared with the part-aware distance of paper Eq. 7 (`sanet.metr
 Euclidean distance over the parts visible in both. Images are resized by the caller (as `sanet.data.transforms`
 does for evaluation: bilinear, antialiased); normalisation (ImageNet mean and std) happens here.
 
-The logged model is the trained-model file `model.pt` (`sanet.train.checkpoint`, read with `weights_only=True`)
+The logged model is the trained-model file `model.pt` (`sanet.engine.checkpoint`, read with `weights_only=True`)
 plus the `sanet` package as code and exact requirements, so a model version serves without this repository.
 Its signature, inferred from the input example, declares the uint8 image batch. Already normalised float32
 (B, 3, H, W) batches, as the evaluation pipeline holds them, are accepted by the Python model itself
@@ -49,7 +49,7 @@ class SANetFeatureModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         """Rebuild the network from the `checkpoint` artifact (architecture from the parameters stored in it)."""
-        from sanet.train.checkpoint import load_model_file
+        from sanet.engine.checkpoint import load_model_file
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.params, self.meta = load_model_file(context.artifacts["checkpoint"], map_location=self.device)

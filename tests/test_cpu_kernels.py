@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sanet.config import ConfigError
-from sanet.train.cpu_kernels import KERNEL_ENV, cpu_flags, describe_cpu_kernels, pin_cpu_kernels
+from sanet.engine.cpu_kernels import KERNEL_ENV, cpu_flags, describe_cpu_kernels, pin_cpu_kernels
 
 REPO = Path(__file__).resolve().parents[1]
 PINNED = KERNEL_ENV["avx2"]

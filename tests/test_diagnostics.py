@@ -20,6 +20,7 @@ from torch import nn
 from sanet.config import EvaluationParams, load_params
 from sanet.contracts.parts import GLOBAL_INDEX, NUM_PARTS, PARTS
 from sanet.data.benchmarks import ImageRecord
+from sanet.engine.features import EvaluationResult, Extracted
 from sanet.evaluation.diagnostics.afe import AFEShareMeter
 from sanet.evaluation.diagnostics.figure import write_diagnostics_figure
 from sanet.evaluation.diagnostics.floor import chance_rank1, colour_histogram_floor, person_histogram, resize_nearest
@@ -32,7 +33,6 @@ from sanet.masks.errors import MasksError
 from sanet.masks.mask_files import MaskStore, write_folder
 from sanet.metrics.distance import euclidean_distance
 from sanet.metrics.evaluator import build_evaluator
-from sanet.train.features import EvaluationResult, Extracted
 from sanet.train.stage import run_train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,13 +17,13 @@ from sanet.cli import main
 from sanet.config import load_params
 from sanet.contracts.files import CHECKPOINT_FILE, MODEL_FILE
 from sanet.data.benchmarks import build_benchmark
+from sanet.engine.checkpoint import load_model_file
+from sanet.engine.errors import CheckpointError
+from sanet.engine.features import evaluate_benchmark
 from sanet.evaluation.ranked_list import ranked_gallery
 from sanet.evaluation.routing import image_routes, routing_summary
 from sanet.evaluation.stage import run_evaluate
 from sanet.infra.errors import EvaluationError
-from sanet.train.checkpoint import load_model_file
-from sanet.train.errors import CheckpointError
-from sanet.train.features import evaluate_benchmark
 from sanet.train.stage import run_train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -160,7 +160,7 @@ def test_dvc_code_deps_exist_and_are_run_by_the_stage(name: str) -> None:
 
 def test_the_closure_sees_function_level_imports_and_skips_type_checking_ones() -> None:
     code = stage_code("evaluate")
-    assert Path("sanet/train/checkpoint.py") in code  # imported inside run_evaluate
+    assert Path("sanet/engine/checkpoint.py") in code  # imported inside run_evaluate
     assert Path("sanet/contracts/parts.py") in code
     assert Path("sanet/cluster/steps.py") not in code
     assert not any(path.parts[:2] == ("sanet", "registry") for path in code)

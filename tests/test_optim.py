@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from sanet.config import load_params
-from sanet.model.sanet import build_model
-from sanet.train.checkpoint import (
+from sanet.engine.checkpoint import (
     STATE_FORMAT,
     CheckpointError,
     capture_rng,
@@ -26,6 +25,7 @@ from sanet.train.checkpoint import (
     training_fingerprint,
     training_tree,
 )
+from sanet.model.sanet import build_model
 from sanet.train.optim import LRSchedule, TemperatureScheduler, build_optimizer, parameter_groups
 
 REPO = Path(__file__).resolve().parents[1]

@@ -30,6 +30,7 @@ from mlflow_server import running_mlflow_server
 from postgres import schema_url
 
 from sanet.config import GateTolerance, Params, resolve
+from sanet.engine.checkpoint import save_model_file
 from sanet.infra.hashing import file_md5
 from sanet.infra.tracking import TrackingError, run_tags, start_run
 from sanet.model.sanet import build_model
@@ -39,7 +40,6 @@ from sanet.registry.promotion import promote
 from sanet.registry.stage import run_register
 from sanet.registry.table import registry_table
 from sanet.serving import log_feature_model
-from sanet.train.checkpoint import save_model_file
 
 HEIGHT, WIDTH = 64, 32
 TOLERANCE = GateTolerance(mAP=0.01, rank1=0.01)

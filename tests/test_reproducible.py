@@ -18,12 +18,12 @@ from test_train import tiny_data, tiny_overrides  # noqa: F401  (tiny_data is a 
 
 from sanet.config import load_params
 from sanet.contracts.files import TRAIN_PROVENANCE_FILE
+from sanet.engine.checkpoint import load_model_file
 from sanet.evaluation.stage import model_md5, run_evaluate
 from sanet.hpo.stage import run_hpo
 from sanet.infra.provenance import read_sidecar, sidecar_path
 from sanet.registry.stage import run_register
 from sanet.report.stage import run_report
-from sanet.train.checkpoint import load_model_file
 from sanet.train.stage import run_train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,10 +16,10 @@ from mlflow.exceptions import MlflowException
 import sanet.serving as serving
 from sanet.config import Params, resolve
 from sanet.data.transforms import normalize
+from sanet.engine.checkpoint import save_model_file
 from sanet.infra.tracking import TrackingError, start_run
 from sanet.model.sanet import build_model
 from sanet.serving import log_feature_model, pinned_requirements
-from sanet.train.checkpoint import save_model_file
 
 HEIGHT, WIDTH = 64, 32
 

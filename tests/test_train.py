@@ -19,9 +19,10 @@ from mlflow.tracking import MlflowClient
 from sanet.config import Params, SynthParams, load_params
 from sanet.contracts.files import CHECKPOINT_FILE, MODEL_FILE
 from sanet.data.synthetic.layouts import write_synthetic
+from sanet.engine.checkpoint import STATE_FORMAT, load_checkpoint, load_model_file
+from sanet.engine.errors import CheckpointError
 from sanet.masks.stage import run_masks
-from sanet.train.checkpoint import STATE_FORMAT, load_checkpoint, load_model_file
-from sanet.train.errors import CheckpointError, TrainingError
+from sanet.train.errors import TrainingError
 from sanet.train.stage import EXIT_PREEMPTED, TrainHooks, run_train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -303,7 +303,7 @@ def evaluate_step(
 ) -> EvaluateStep:
     """Evaluate `<train_uri>/model.pt` on `benchmark` (the `evaluate` stage) into `<work_uri>/<prefix>/<benchmark>`."""
     from sanet.data.benchmarks import BENCHMARKS
-    from sanet.train.cpu_kernels import pin_cpu_kernels
+    from sanet.engine.cpu_kernels import pin_cpu_kernels
 
     if benchmark not in BENCHMARKS:
         from sanet.infra.errors import EvaluationError

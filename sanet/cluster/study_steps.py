@@ -58,8 +58,8 @@ def hpo_worker_step(
     weights_uri: str = "",
 ) -> WorkerStep:
     """One Optuna worker: trials of `space` until the study holds `trials` (0: `hpo.trials`), all workers together."""
+    from sanet.engine.cpu_kernels import pin_cpu_kernels
     from sanet.hpo.worker import run_worker
-    from sanet.train.cpu_kernels import pin_cpu_kernels
 
     with step_scratch() as scratch, pipeline_run_tag(pipeline_run):
         params = step_params(params_file, overrides, scratch)

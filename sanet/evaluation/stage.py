@@ -115,15 +115,15 @@ def run_evaluate(
     file that is not one), BenchmarkError (missing or corrupt data) and TrackingError (unreachable tracking store),
     all before any feature is extracted except the last.
     """
+    from sanet.engine.checkpoint import load_model_file
+    from sanet.engine.cpu_kernels import describe_cpu_kernels
+    from sanet.engine.determinism import threads_during
+    from sanet.engine.features import evaluate_benchmark
     from sanet.evaluation.diagnostics.afe import AFEShareMeter
     from sanet.infra.hashing import file_md5, files_md5
     from sanet.infra.provenance import sidecar_path, training_sidecar, write_sidecar
     from sanet.infra.tracking import check_tracking_uri, git_sha, tracking_uri
     from sanet.metrics.ranking import NoValidQueryError
-    from sanet.train.checkpoint import load_model_file
-    from sanet.train.cpu_kernels import describe_cpu_kernels
-    from sanet.train.determinism import threads_during
-    from sanet.train.features import evaluate_benchmark
 
     started = time.perf_counter()
     if benchmark not in BENCHMARKS:

@@ -1,8 +1,9 @@
 """What `sanet register` registers, read and checked: the model file and the evaluations of exactly that file.
 
-The evaluations are read with the report's own reader (`sanet.report.inputs.load_evaluations`), and every one of
-them must have measured this model file (run.json `model_md5`): a version must never carry the numbers of other
-weights. Everything here happens before anything is logged, so a mistake leaves no half-registered version behind.
+The evaluations are read with the shared reader of stage results (`sanet.contracts.results.load_evaluations`), and
+every one of them must have measured this model file (run.json `model_md5`): a version must never carry the numbers
+of other weights. Everything here happens before anything is logged, so a mistake leaves no half-registered version
+behind.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sanet.registry.errors import RegistryError
 
 if TYPE_CHECKING:
     from sanet.config import Params
-    from sanet.report.inputs import Evaluation
+    from sanet.contracts.results import Evaluation
 
 __all__ = ["Candidate", "model_params", "read_candidate"]
 
@@ -70,10 +71,10 @@ def read_candidate(params: Params, model_file: str | Path, eval_dir: str | Path)
         RegistryError: missing model file or evaluation folder (named, with what produces it), a malformed
             evaluation, an unreadable model file, or an evaluation of another model file (named benchmark).
     """
+    from sanet.contracts.results import load_evaluations
+    from sanet.engine.checkpoint import load_model_file
+    from sanet.engine.errors import CheckpointError
     from sanet.infra.hashing import file_md5
-    from sanet.report.inputs import load_evaluations
-    from sanet.train.checkpoint import load_model_file
-    from sanet.train.errors import CheckpointError
 
     model_file, eval_dir = Path(model_file), Path(eval_dir)
     if not model_file.is_file():

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sanet.report.inputs import METRICS, Evaluation
+from sanet.contracts.results import METRICS, Evaluation
 
 if TYPE_CHECKING:
     from sanet.config import Params

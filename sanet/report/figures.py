@@ -12,9 +12,9 @@ import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from sanet.contracts.results import Evaluation, Training, is_number
 from sanet.report import paper_results as paper
 from sanet.report.formatting import LABELS, benchmark_name, percent
-from sanet.report.inputs import Evaluation, Training, is_number
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

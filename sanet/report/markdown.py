@@ -25,6 +25,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sanet.contracts.results import (
+    METRICS,
+    Evaluation,
+    Training,
+    diagnostic,
+    is_number,
+    is_synthetic,
+    primary_evaluation,
+)
 from sanet.data.benchmarks import BENCHMARKS, ReIDBenchmark
 from sanet.report import paper_results as paper
 from sanet.report.ablations import AblationSearch
@@ -36,15 +45,6 @@ from sanet.report.formatting import (
     percent,
     points_diff,
     published_percent,
-)
-from sanet.report.inputs import (
-    METRICS,
-    Evaluation,
-    Training,
-    diagnostic,
-    is_number,
-    is_synthetic,
-    primary_evaluation,
 )
 
 if TYPE_CHECKING:

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sanet.contracts.results import METRICS, is_synthetic, load_evaluations, load_training, primary_evaluation
 from sanet.infra.atomic import atomic_write
 from sanet.report.ablations import ABLATION_BENCHMARK, AblationSearch, search_ablations
 from sanet.report.figures import render_figures
-from sanet.report.inputs import METRICS, is_synthetic, load_evaluations, load_training, primary_evaluation
 from sanet.report.markdown import render_markdown
 from sanet.report.terminal import render_terminal_table
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from sanet.contracts.results import Evaluation, is_synthetic
 from sanet.report import paper_results as paper
 from sanet.report.formatting import NOT_EVALUATED, benchmark_name, percent, published_percent
-from sanet.report.inputs import Evaluation, is_synthetic
 
 if TYPE_CHECKING:
     from sanet.config import Params

@@ -64,8 +64,8 @@ class MLflowHook(TrainHook):
             return
         from mlflow.exceptions import MlflowException
 
+        from sanet.engine.cpu_kernels import describe_cpu_kernels
         from sanet.infra.tracking import MetricLogger, model_label, run_tags, start_run
-        from sanet.train.cpu_kernels import describe_cpu_kernels
 
         params, ctx = self.params, trainer.ctx
         extra_tags = {
@@ -139,10 +139,10 @@ class MLflowHook(TrainHook):
         """`<out_dir>/provenance.json` and the run's `model_md5` tag: the run-dependent facts of this training."""
         import mlflow
 
+        from sanet.engine.cpu_kernels import describe_cpu_kernels
         from sanet.infra.hashing import file_md5
         from sanet.infra.provenance import write_sidecar
         from sanet.infra.tracking import git_sha
-        from sanet.train.cpu_kernels import describe_cpu_kernels
 
         def measured(value: float, digits: int) -> float | None:
             return round(value, digits) if math.isfinite(value) else None

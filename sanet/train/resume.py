@@ -3,7 +3,7 @@ written after every epoch (and on SIGTERM), and how a run picks it up again.
 
 A checkpoint restores the model, optimiser, schedules, gradient scaler, sampler position and every process's
 random-number generators, so training continues at the exact step it stopped at. It is refused when it was written
-under other training parameters (their fingerprint, `sanet.train.checkpoint.training_fingerprint`), unless the run
+under other training parameters (their fingerprint, `sanet.engine.checkpoint.training_fingerprint`), unless the run
 asks to start over (`restart_stale`, the DVC stage), which a finished checkpoint also triggers.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from sanet.config import Params
-from sanet.train.checkpoint import (
+from sanet.engine.checkpoint import (
     STATE_FORMAT,
     capture_rng,
     load_checkpoint,
@@ -29,8 +29,8 @@ from sanet.train.checkpoint import (
     training_tree,
     unwrap,
 )
+from sanet.engine.errors import CheckpointError
 from sanet.train.distributed import DistContext
-from sanet.train.errors import CheckpointError
 
 __all__ = ["Meter", "ResumeState", "load_train_state", "rank_seed", "save_train_state"]
 

@@ -89,7 +89,7 @@ def run_train(
         TrainingError, CheckpointError, TrackingError and the data/model errors (BenchmarkError, MasksError,
         WeightsError): all before the first step, except a diverging loss.
     """
-    from sanet.train.determinism import threads_during
+    from sanet.engine.determinism import threads_during
     from sanet.train.distributed import init_distributed, shutdown_distributed
     from sanet.train.hooks import TrainHook, ValidationCallback
     from sanet.train.mlflow_hook import MLflowHook

@@ -1,6 +1,6 @@
 """One optimisation step (forward under autocast, loss, backward, optimiser step): shared by training and its benchmark.
 
-AMP follows `train.amp` (`sanet.train.features.autocast_dtype`): bf16 or fp16 autocast on CUDA, with a gradient
+AMP follows `train.amp` (`sanet.engine.features.autocast_dtype`): bf16 or fp16 autocast on CUDA, with a gradient
 scaler for fp16 only; channels-last input on CUDA. The loss itself is computed in float32 (`sanet.train.losses`). A loss
 that is not finite stops training with `TrainingError` before the weights are touched.
 """
@@ -13,8 +13,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from sanet.engine.features import autocast_context
 from sanet.train.errors import TrainingError
-from sanet.train.features import autocast_context
 
 __all__ = ["TrainStep"]
 

@@ -23,7 +23,7 @@ What a run does, in order:
    checkpoint and the model as a pyfunc (images -> features, visibility).
 
 The three output files (the `train` stage's DVC outputs) are a deterministic function of the code, the parameters and
-the data: with the same `train.threads` (`sanet.train.determinism`) two runs write the same bytes. What differs from
+the data: with the same `train.threads` (`sanet.engine.determinism`) two runs write the same bytes. What differs from
 run to run (the MLflow run id, the pipeline run, the git sha, the measured speed and durations) goes to MLflow and to
 the git-ignored sidecar `<out_dir>/provenance.json` (`sanet.infra.provenance`), never into those files.
 
@@ -55,13 +55,13 @@ from sanet.data.dataset import TrainDataset
 from sanet.data.holdout import holdout_split
 from sanet.data.sampler import IdentityBatchSampler
 from sanet.data.transforms import TrainTransform
+from sanet.engine.checkpoint import save_model_file, unwrap
+from sanet.engine.features import EvaluationResult, autocast_dtype
 from sanet.infra.atomic import atomic_write
 from sanet.masks.mask_files import MaskStore
 from sanet.model.sanet import build_model
-from sanet.train.checkpoint import save_model_file, unwrap
 from sanet.train.distributed import DistContext
 from sanet.train.errors import TrainingError
-from sanet.train.features import EvaluationResult, autocast_dtype
 from sanet.train.hooks import TrainHook
 from sanet.train.losses import build_criterion
 from sanet.train.optim import LRSchedule, TemperatureScheduler, build_optimizer

@@ -3,7 +3,7 @@ what an Optuna trial is scored by (`sanet.hpo.trial`). Never a test benchmark.
 
 On a :class:`sanet.data.holdout.HoldoutSplit`, the metrics of its one-query-per-identity protocol (`rank1` ... `mINP`,
 as on any benchmark) come with three more, every one ranked by the model's normal eval path (the features of
-:func:`sanet.train.features.extract_features` and the evaluator `evaluation.*` describes: the part distance of
+:func:`sanet.engine.features.extract_features` and the evaluator `evaluation.*` describes: the part distance of
 Eq. 7 by default):
 
 - `holistic_rank1`, `holistic_mAP`: every held-out image is a query against all held-out images. The camera rule
@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from sanet.data.holdout import HoldoutSplit, partial_queries
+from sanet.engine.features import EvaluationResult, Extracted, evaluate_benchmark, extract_with
 from sanet.metrics.evaluator import build_evaluator
-from sanet.train.features import EvaluationResult, Extracted, evaluate_benchmark, extract_with
 
 if TYPE_CHECKING:
     from sanet.config import Params

@@ -28,7 +28,7 @@ from sanet.masks.mask_files import MaskStore
 if TYPE_CHECKING:
     from sanet.config import EvaluationParams
     from sanet.data.benchmarks import ImageRecord
-    from sanet.train.features import EvaluationResult
+    from sanet.engine.features import EvaluationResult
 
 __all__ = ["ROLES", "compute_diagnostics", "group_names", "headline_metrics"]
 
@@ -128,7 +128,7 @@ def compute_diagnostics(
     """Every diagnostic of one evaluation (see the package docstring), as a JSON-ready dict.
 
     Args:
-        result: the evaluation (`sanet.train.features.evaluate_benchmark`): queries first, then the gallery.
+        result: the evaluation (`sanet.engine.features.evaluate_benchmark`): queries first, then the gallery.
         query, gallery: the benchmark's records, in the order they were extracted.
         store: the mask store (label visibility and the floor's person pixels).
         evaluation: the evaluation settings (the global-only ranking uses the same ranks and re-ranking).

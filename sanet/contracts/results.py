@@ -1,4 +1,5 @@
-"""The report's inputs, read and checked: what `sanet evaluate` writes per benchmark
+"""The stage results, read and checked, for the stages that consume them (the report, the registry's gate): what
+`sanet evaluate` writes per benchmark
 (`<eval_dir>/<benchmark>/{metrics.json,run.json,cmc.csv}`, and `diagnostics.json` when the evaluation wrote one:
 older evaluations did not, and still report) and, when present, what `sanet train` writes
 (`<train_dir>/{metrics.json,history.csv}`).

@@ -9,7 +9,7 @@ load; the DataLoader's workers run one thread each, and every item's augmentatio
 
 What is not fixed here: the CPU's instruction set (torch picks AVX-512, AVX2, ... kernels at start-up, and oneDNN
 and MKL pick theirs) also changes the last bits (on the demo, AVX2 instead of AVX-512 changed Rank-1 after one
-epoch); `train.cpu_kernels` pins those kernels before torch runs (`sanet.train.cpu_kernels`).
+epoch); `train.cpu_kernels` pins those kernels before torch runs (`sanet.engine.cpu_kernels`).
 `train.deterministic` changed no bit of a CPU training in our tests: it matters on CUDA.
 """
 

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from sanet.engine.errors import CheckpointError
 from sanet.infra.atomic import atomic_write
-from sanet.train.errors import CheckpointError
 
 if TYPE_CHECKING:
     from sanet.config import Params

@@ -1,6 +1,6 @@
 """Which CPU kernels torch, oneDNN, MKL and numpy run: the processor's best (`native`) or a fixed set (`avx2`).
 
-A CPU result depends on the kernels as well as on the thread count (`sanet.train.determinism`): torch, oneDNN
+A CPU result depends on the kernels as well as on the thread count (`sanet.engine.determinism`): torch, oneDNN
 (convolutions), MKL (matrix products) and numpy (its ufuncs, such as the `exp` and `log` Optuna's samplers use) each
 pick AVX-512, AVX2, ... code at start-up, and a wider vector sums in another order or uses another approximation, so
 the last bits differ and a training grows them into other weights. `train.cpu_kernels: avx2` pins all four to code
