@@ -9,12 +9,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import pytest
 from mlflow import MlflowClient
-from test_train import tiny_data, tiny_overrides  # noqa: F401  (tiny_data is a fixture)
+from paths import PARAMS_FILE
 
 from sanet.config import ConfigError, Params, load_params
 from sanet.hpo.errors import HPOError
@@ -27,7 +28,6 @@ from sanet.hpo.summary import summarise_study
 from sanet.hpo.worker import run_worker
 from sanet.infra.tracking import TrackingError
 
-REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -46,10 +46,9 @@ def store(template_db: Path, tmp_path: Path) -> Path:
     return tmp_path
 
 
-def hpo_overrides(data: tuple[Path, Path], store: Path, *extra: str) -> list[str]:
-    """The tiny training of test_train, as two-trial studies of two-epoch trials on 2 held-out identities."""
+def hpo_overrides(tiny_overrides: Callable[..., list[str]], store: Path, *extra: str) -> list[str]:
+    """The tiny training of tests/conftest.py, as two-trial studies of two-epoch trials on 2 held-out identities."""
     return tiny_overrides(
-        data,
         store,
         "tracking.log_model=false",
         "hpo.trials=2",
@@ -64,12 +63,12 @@ def hpo_overrides(data: tuple[Path, Path], store: Path, *extra: str) -> list[str
     )
 
 
-def hpo_params(data: tuple[Path, Path], store: Path, *extra: str) -> Params:
-    return load_params(REPO / "params.yaml", hpo_overrides(data, store, *extra))
+def hpo_params(tiny_overrides: Callable[..., list[str]], store: Path, *extra: str) -> Params:
+    return load_params(PARAMS_FILE, hpo_overrides(tiny_overrides, store, *extra))
 
 
 def paper_params(*overrides: str) -> Params:
-    return load_params(REPO / "params.yaml", ["profile=paper", *overrides])
+    return load_params(PARAMS_FILE, ["profile=paper", *overrides])
 
 
 def _closed_port() -> int:
@@ -202,8 +201,8 @@ def test_study_name_hashes_what_determines_a_trial_and_nothing_else(tmp_path: Pa
     assert study_name(paper_params("model.afe.layers=3"), "afe_kernel") != study_name(base, "afe_kernel")
     assert len({study_name(base, space) for space in SPACES}) == 4
     # the same in another process (no dependence on hash randomisation or import order)
-    code = "from sanet.config import load_params; from sanet.hpo import study_name; "
-    code += f"print(study_name(load_params({str(REPO / 'params.yaml')!r}, ['profile=paper']), 'afe_layers'))"
+    code = "from sanet.config import load_params; from sanet.hpo.settings import study_name; "
+    code += f"print(study_name(load_params({str(PARAMS_FILE)!r}, ['profile=paper']), 'afe_layers'))"
     env = {**os.environ, "PYTHONHASHSEED": "123"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.stdout.strip() == name, done.stderr
@@ -269,7 +268,7 @@ def test_a_journal_storage_holds_a_study_across_processes(tmp_path: Path) -> Non
     check_storage(url)
     study = optuna.create_study(study_name="s", storage=open_storage(url), direction="maximize")
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
-    code = "import optuna; from sanet.hpo import open_storage; "
+    code = "import optuna; from sanet.hpo.study_storage import open_storage; "
     code += f"print(len(optuna.load_study(study_name='s', storage=open_storage({url!r})).trials))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "2", done.stderr
@@ -281,11 +280,11 @@ def test_a_journal_storage_holds_a_study_across_processes(tmp_path: Path) -> Non
 @pytest.mark.parametrize("space", SPACES)
 def test_a_two_trial_study_reports_its_best_and_nests_its_trials(
     space: str,
-    tiny_data,  # noqa: F811
+    tiny_overrides,
     store: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    params = hpo_params(tiny_data, store, "hpo.ranges.afe_layers={low: 1, high: 2}")
+    params = hpo_params(tiny_overrides, store, "hpo.ranges.afe_layers={low: 1, high: 2}")
     worker, summary = run_hpo(params, space, progress=False, device="cpu")
     output = capsys.readouterr().out
 
@@ -405,8 +404,8 @@ def test_importances_of_different_scores_cover_the_space_and_sum_to_one(space: s
     assert _importances(_study_of(space, *trials), space, 2, seed=0)[0] == importances  # seeded: deterministic
 
 
-def test_a_trial_below_the_median_is_pruned_and_its_run_killed(tiny_data, store: Path) -> None:  # noqa: F811
-    params = hpo_params(tiny_data, store, "hpo.pruning.startup_trials=0", "hpo.pruning.warmup_epochs=0")
+def test_a_trial_below_the_median_is_pruned_and_its_run_killed(tiny_overrides, store: Path) -> None:
+    params = hpo_params(tiny_overrides, store, "hpo.pruning.startup_trials=0", "hpo.pruning.warmup_epochs=0")
     space = "triplet_weight"
     info = create_study(params, space)
     storage = f"sqlite:///{store / 'optuna.db'}"
@@ -479,8 +478,8 @@ def test_a_study_without_its_parent_run_gets_one(
 # ---- bad input stops before any training -----------------------------------------------------------------------
 
 
-def test_an_unreachable_storage_stops_before_any_training(tiny_data, store: Path) -> None:  # noqa: F811
-    params = hpo_params(tiny_data, store, f"hpo.storage=postgresql+psycopg://u:pw@127.0.0.1:{_closed_port()}/db")
+def test_an_unreachable_storage_stops_before_any_training(tiny_overrides, store: Path) -> None:
+    params = hpo_params(tiny_overrides, store, f"hpo.storage=postgresql+psycopg://u:pw@127.0.0.1:{_closed_port()}/db")
     start = time.monotonic()
     with pytest.raises(HPOError, match=r"Optuna storage postgresql\+psycopg://u:\*\*\*@127\.0\.0\.1:\d+/db is unreach"):
         run_hpo(params, "afe_layers", progress=False, device="cpu")
@@ -490,31 +489,31 @@ def test_an_unreachable_storage_stops_before_any_training(tiny_data, store: Path
 
 
 def test_an_unreachable_tracking_server_stops_before_any_training(
-    tiny_data,  # noqa: F811
+    tiny_overrides,
     store: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     uri = f"http://127.0.0.1:{_closed_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    params = hpo_params(tiny_data, store)
+    params = hpo_params(tiny_overrides, store)
     with pytest.raises(TrackingError, match=rf"tracking server {uri} is unreachable"):
         run_hpo(params, "afe_layers", progress=False, device="cpu")
     assert not (store / "optuna.db").exists() and not (store / "trials").exists()
 
 
 def test_too_many_held_out_identities_or_torchrun_stop_before_any_study(
-    tiny_data,  # noqa: F811
+    tiny_overrides,
     store: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    params = hpo_params(tiny_data, store, "hpo.val_ids=5")
+    params = hpo_params(tiny_overrides, store, "hpo.val_ids=5")
     with pytest.raises(HPOError, match=r"hpo.val_ids \(5\): .*leaves fewer than 2"):
         run_worker(params, "afe_layers", progress=False, device="cpu")
     assert not (store / "trials").exists()
     assert _runs(MlflowClient(f"sqlite:///{store / 'mlflow.db'}"), "sanet-hpo", "hpo") == []
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(HPOError, match="WORLD_SIZE is 2"):
-        run_worker(hpo_params(tiny_data, store), "afe_layers")
+        run_worker(hpo_params(tiny_overrides, store), "afe_layers")
 
 
 # ---- concurrent workers ---------------------------------------------------------------------------------------
@@ -522,7 +521,7 @@ def test_too_many_held_out_identities_or_torchrun_stop_before_any_study(
 WORKER_SCRIPT = r"""
 import json, sys
 from sanet.config import load_params
-from sanet.hpo import run_hpo
+from sanet.hpo.stage import run_hpo
 
 params = load_params(sys.argv[1], json.loads(sys.argv[2]))
 worker, summary = run_hpo(params, sys.argv[3], worker=int(sys.argv[4]), progress=False, device="cpu")
@@ -531,7 +530,7 @@ print("RESULT", json.dumps({"trials_run": worker.trials_run, "failed": worker.fa
 
 
 def _two_workers(overrides: list[str], space: str, cwd: Path, env: dict[str, str]) -> list[dict]:
-    args = [sys.executable, "-c", WORKER_SCRIPT, str(REPO / "params.yaml"), json.dumps(overrides), space]
+    args = [sys.executable, "-c", WORKER_SCRIPT, str(PARAMS_FILE), json.dumps(overrides), space]
     processes = [
         subprocess.Popen([*args, str(n)], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for n in (0, 1)
@@ -574,21 +573,21 @@ def _worker_env() -> dict[str, str]:
     return env | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def test_two_workers_share_one_study_in_a_fresh_sqlite_file(tiny_data, store: Path) -> None:  # noqa: F811
-    overrides = hpo_overrides(tiny_data, store, "hpo.trials=4")
+def test_two_workers_share_one_study_in_a_fresh_sqlite_file(tiny_overrides, store: Path) -> None:
+    overrides = hpo_overrides(tiny_overrides, store, "hpo.trials=4")
     results = _two_workers(overrides, "triplet_weight", store, _worker_env())
-    params = load_params(REPO / "params.yaml", overrides)
+    params = load_params(PARAMS_FILE, overrides)
     _check_shared_study(params, "triplet_weight", f"sqlite:///{store / 'optuna.db'}", store, results)
 
 
 def test_two_workers_share_one_study_in_a_fresh_postgresql_schema(
-    tiny_data,  # noqa: F811
+    tiny_overrides,
     store: Path,
     postgres_url: str,
 ) -> None:
-    overrides = hpo_overrides(tiny_data, store, "hpo.trials=4")
+    overrides = hpo_overrides(tiny_overrides, store, "hpo.trials=4")
     env = _worker_env() | {"SANET_HPO_STORAGE": postgres_url}  # the environment overrides hpo.storage
     results = _two_workers(overrides, "triplet_weight", store, env)
-    params = load_params(REPO / "params.yaml", overrides)
+    params = load_params(PARAMS_FILE, overrides)
     _check_shared_study(params, "triplet_weight", postgres_url, store, results)
     assert not (store / "optuna.db").exists()
