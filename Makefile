@@ -52,9 +52,10 @@ $(PIFPAF_STAMP): $(STAMP) tools/build_pifpaf.sh
 test: install pifpaf plots-js  ## run the test suite
 	$(BIN)/pytest
 
-lint: install  ## ruff (lint and formatting) and hadolint (the Dockerfile)
+lint: install  ## ruff (lint and formatting), mypy (sanet/) and hadolint (the Dockerfile)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy sanet
 	$(BIN)/hadolint Dockerfile
 
 format: install  ## apply ruff's fixes and formatting

@@ -467,9 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     kfp_submit.add_argument("--experiment", default="sanet", help="KFP experiment (default sanet)")
     kfp_submit.add_argument("--pipeline", choices=list(PIPELINES), default="benchmark", help="default benchmark")
     kfp_submit.add_argument("--work-root", required=True, help="where runs keep their files: s3://bucket/prefix")
-    data = kfp_submit.add_mutually_exclusive_group()
-    data.add_argument("--dvc-remote", help="DVC remote name or URL (default: .dvc/config's default remote)")
-    data.add_argument("--data-prefix", help="a prefix holding the benchmark folders, instead of the DVC remote")
+    data_source = kfp_submit.add_mutually_exclusive_group()
+    data_source.add_argument("--dvc-remote", help="DVC remote name or URL (default: .dvc/config's default remote)")
+    data_source.add_argument("--data-prefix", help="a prefix holding the benchmark folders, instead of the DVC remote")
     kfp_submit.add_argument(
         "--override",
         action="append",

@@ -13,7 +13,7 @@ import copy
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -21,6 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sanet.contracts.variants import Variant
 from sanet.data.benchmarks import BENCHMARKS
 from sanet.infra.errors import SanetError
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 PAPER_PROFILE = "paper"
 DEFAULT_PARAMS_FILE = Path("params.yaml")
@@ -591,7 +594,7 @@ def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _describe(error: dict[str, Any], overridden: set[str]) -> str:
+def _describe(error: ErrorDetails, overridden: set[str]) -> str:
     loc = tuple(p for p in error["loc"] if p not in ("function-after",))
     key = ".".join(str(p) for p in loc) or "(top level)"
     if error["type"] == "extra_forbidden":

@@ -40,7 +40,8 @@ REQUIREMENTS: tuple[str, ...] = ("torch", "torchvision", "numpy", "pillow", "pyd
 """What the logged model imports (`sanet.config` imports `sanet.data.benchmarks`, which imports tqdm)."""
 
 
-class SANetFeatureModel(mlflow.pyfunc.PythonModel):
+# mlflow.pyfunc is a LazyLoader in mlflow/__init__ (mypy sees no PythonModel); `import mlflow.pyfunc` would bypass it
+class SANetFeatureModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
     """MLflow pyfunc around a trained SANet: images -> `{"features", "visibility"}` (see the module docstring).
 
     The artifact `checkpoint` is the trained-model file; the model runs in eval mode on CUDA when available, else

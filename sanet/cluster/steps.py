@@ -165,6 +165,7 @@ def masks_step(
             masks_uri = join_uri(work_uri, "masks")
             upload(Path(params.masks.out_dir), masks_uri)
             upload(Path(params.masks.coverage_file), join_uri(work_uri, "reports"))
+            assert run_id is not None  # run_masks tracks by default: it logged its MLflow run
             return MasksStep(
                 masks_uri=masks_uri,
                 images=report.images,
@@ -363,7 +364,7 @@ def report_step(
         )
         report_uri = join_uri(work_uri, prefix)
         upload(out, report_uri)
-        metrics = {}
+        metrics: dict[str, float] = {}
         for name in names:
             values = json.loads(eval_files(name, eval_dir).metrics.read_text())
             metrics |= {f"{name}/{key}": float(values[key]) for key in ("rank1", "mAP") if key in values}

@@ -90,7 +90,7 @@ def is_number(value: Any) -> bool:
 
 
 def _fraction(data: Mapping[str, Any], key: str, path: Path, hint: str) -> float:
-    value = data.get(key)
+    value: Any = data.get(key)  # checked by is_number below
     if not is_number(value):
         raise ReportError(f"{path}: {key!r} must be a number, got {value!r}: {hint}")
     if not 0.0 <= value <= 1.0:

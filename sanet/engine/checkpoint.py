@@ -26,7 +26,7 @@ import pickle
 import random
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -132,7 +132,8 @@ def training_differences(params: Params, saved_tree: Mapping[str, Any]) -> list[
 
 def capture_rng() -> dict[str, Any]:
     """The state of every random-number generator a training step may draw from."""
-    np_state = np.random.get_state()
+    # legacy=True (the default) gives the tuple form: ("MT19937", keys, pos, has_gauss, cached_gaussian)
+    np_state = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {
@@ -166,9 +167,9 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The plain model inside DistributedDataParallel and torch.compile wrappers."""
     while True:
         if hasattr(model, "module"):  # DistributedDataParallel
-            model = model.module
+            model = cast(torch.nn.Module, model.module)
         elif hasattr(model, "_orig_mod"):  # torch.compile
-            model = model._orig_mod
+            model = cast(torch.nn.Module, model._orig_mod)
         else:
             return model
 

@@ -25,7 +25,10 @@ from sanet.metrics.evaluator import build_evaluator
 from sanet.metrics.ranking import RankingResult
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from sanet.config import Params
+    from sanet.data.holdout import HoldoutSplit
 
 __all__ = [
     "EvaluationResult",
@@ -82,7 +85,7 @@ def extract_features(
     amp: str = "auto",
     progress: bool = False,
     desc: str = "features",
-    spans: list[RowSpan | None] | None = None,
+    spans: Sequence[RowSpan | None] | None = None,
 ) -> Extracted:
     """Run `model` (eval mode) over `records`; returns features, visibility, labels, mask probabilities and the
     routing read-out."""
@@ -156,7 +159,7 @@ def extract_with(
     device: torch.device,
     progress: bool,
     desc: str,
-    spans: list[RowSpan | None] | None = None,
+    spans: Sequence[RowSpan | None] | None = None,
 ) -> Extracted:
     """`extract_features` at the input size, batch, workers and AMP setting `params` give."""
     return extract_features(
@@ -175,7 +178,7 @@ def extract_with(
 
 def evaluate_benchmark(
     model: nn.Module,
-    benchmark: ReIDBenchmark,
+    benchmark: ReIDBenchmark | HoldoutSplit,
     params: Params,
     device: torch.device,
     progress: bool = False,

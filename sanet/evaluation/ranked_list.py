@@ -49,7 +49,7 @@ def ranked_gallery(
     return [int(i) for i in kept[:top_k]]
 
 
-def _tile(path: Path, size: tuple[int, int], colour: tuple[int, int, int]) -> Image.Image:
+def _tile(path: str | Path, size: tuple[int, int], colour: tuple[int, int, int]) -> Image.Image:
     height, width = size
     tile = Image.new("RGB", (width + 2 * _FRAME, height + 2 * _FRAME), colour)
     tile.paste(read_image(path).convert("RGB").resize((width, height), Image.Resampling.BILINEAR), (_FRAME, _FRAME))

@@ -22,7 +22,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sanet.hpo.errors import HPOError
 from sanet.hpo.settings import objective_text
@@ -62,7 +62,7 @@ def _importances(study: optuna.Study, space: str, complete: int, seed: int) -> t
     if complete < 2:
         return {}, f"{complete} complete trial(s): importances need at least 2"
     done = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
-    scores = sorted({float(t.value) for t in done})
+    scores = sorted({float(cast(float, t.value)) for t in done})  # a complete trial has a value
     if len(scores) < 2:
         return {}, (
             f"the {complete} complete trials tie (all scored {scores[0]:.6g}): importances need at least two "
@@ -177,6 +177,7 @@ def summarise_study(params: Params, space: str) -> SummaryResult:
     client = mlflow_client(params)
     finished = sum(counts[state.lower()] for state in _FINISHED)
     now = int(time.time() * 1000)
+    assert best.value is not None  # Optuna's best trial is a complete one, which has a value
     metrics = [Metric("best_value", float(best.value), now, finished)]
     metrics += [Metric(f"best/{k}", float(v), now, finished) for k, v in sorted(best.params.items())]
     client.log_batch(parent, metrics=metrics)

@@ -35,7 +35,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -160,7 +160,7 @@ class FolderMasks:
     @functools.cached_property
     def visible(self) -> np.ndarray:
         """(N, 5) bool: which parts each image shows (a non-empty mask); computed once, on first use."""
-        return np.asarray(self.packed).reshape(len(self.files), NUM_PARTS, -1).any(axis=-1)
+        return cast(np.ndarray, np.asarray(self.packed).reshape(len(self.files), NUM_PARTS, -1).any(axis=-1))
 
     @functools.cached_property
     def no_person_rows(self) -> frozenset[int]:
@@ -237,7 +237,7 @@ class MaskStore:
 
     def visible(self, image_path: str | Path) -> np.ndarray:
         """(5,) bool: which parts the image shows."""
-        return self.masks(image_path).reshape(NUM_PARTS, -1).any(axis=-1)
+        return cast(np.ndarray, self.masks(image_path).reshape(NUM_PARTS, -1).any(axis=-1))
 
     def __contains__(self, image_path: object) -> bool:
         try:

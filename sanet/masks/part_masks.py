@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -275,7 +276,7 @@ def part_masks(
 
 def visibility(masks: np.ndarray) -> np.ndarray:
     """(..., 5, H, W) masks -> (..., 5) bool: a part is visible when its mask is not empty."""
-    return masks.reshape(*masks.shape[:-2], -1).any(axis=-1)
+    return cast(np.ndarray, masks.reshape(*masks.shape[:-2], -1).any(axis=-1))
 
 
 @dataclass(frozen=True)

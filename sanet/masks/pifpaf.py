@@ -173,8 +173,9 @@ def load_checkpoint(path: str | Path) -> Any:
 
 def _predictor(openpifpaf: types.ModuleType, net: Any, device: Any, batch_size: int, long_edge: int) -> Any:
     """An ``openpifpaf.Predictor`` around an already (safely) loaded network instead of one it loads itself."""
+    base: Any = openpifpaf.Predictor  # a base class from a module imported at run time: untyped
 
-    class LoadedPredictor(openpifpaf.Predictor):
+    class LoadedPredictor(base):
         def __init__(self) -> None:  # the parent's __init__ would load the checkpoint again, unrestricted
             self.json_data = False
             self.visualize_image = False

@@ -34,11 +34,14 @@ Choices the paper leaves open, all parameters (`model.afe.*`):
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 SCALES: tuple[int, ...] = (8, 16, 32)
 """Strides of the three cells of a layer; a cell's scale index is its position here."""
@@ -172,17 +175,18 @@ class AFE(nn.Module):
         self.heads = nn.ModuleList(_conv_bn_relu(c, in_channels, 1, relu=False) for c in self.channels)
         if residual:
             for head in self.heads:
-                nn.init.zeros_(head[1].weight)
+                nn.init.zeros_(cast(nn.BatchNorm2d, cast(nn.Sequential, head)[1]).weight)
 
     @staticmethod
     def _sizes(x: Tensor) -> tuple[tuple[int, int], ...]:
         h, w = x.shape[-2:]
         return (2 * h, 2 * w), (h, w), ((h - 1) // 2 + 1, (w - 1) // 2 + 1)  # what the stride-2 convs produce
 
-    def _output(self, slot: int, f: Tensor, size: tuple[int, int]) -> Tensor:
+    def _output(self, slot: int, f: Tensor, size: tuple[int, ...]) -> Tensor:
         """Project an output slot to layer3's width and resample it to stride 16."""
         if f.shape[-2:] != size and slot < _ENTRY_SCALE:
-            f = F.adaptive_avg_pool2d(f, size)  # pool first: the 1x1 conv then runs at the smaller size
+            # pool first: the 1x1 conv then runs at the smaller size; `size` is an (h, w) torch.Size
+            f = F.adaptive_avg_pool2d(f, cast("tuple[int, int]", size))
         f = self.heads[slot](f)
         if f.shape[-2:] != size:
             f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
@@ -200,10 +204,11 @@ class AFE(nn.Module):
             out = x.new_zeros(x.shape)
             for s, f in enumerate(slots):
                 idx = reach[:, s].nonzero().squeeze(1)
+                # A slot that some image reaches holds a tensor.
                 if idx.numel() == batch:
-                    out = out + self._output(s, f, x.shape[-2:])
+                    out = out + self._output(s, cast(Tensor, f), x.shape[-2:])
                 elif idx.numel():
-                    out.index_add_(0, idx, self._output(s, f.index_select(0, idx), x.shape[-2:]))
+                    out.index_add_(0, idx, self._output(s, cast(Tensor, f).index_select(0, idx), x.shape[-2:]))
         else:
             slots = self._route_dense(inputs, path_weights, reached)
             out = sum((self._output(s, f, x.shape[-2:]) for s, f in enumerate(slots) if f is not None), x.new_zeros(()))
@@ -217,10 +222,10 @@ class AFE(nn.Module):
 
     def _route_dense(self, inputs: list[Tensor | None], path_weights: Tensor, reached: Tensor) -> list[Tensor | None]:
         """Every reachable cell for the whole batch: training (Gumbel weights) and `fixed_fe` (weight 1)."""
-        sizes = self._sizes(inputs[_ENTRY_SCALE])
+        sizes = self._sizes(cast(Tensor, inputs[_ENTRY_SCALE]))  # forward fills the entry slot
         for layer, cells in enumerate(self.cells):
             nxt: list[Tensor | None] = [None, None, None]
-            for key, cell in cells.items():
+            for key, cell in cast("Mapping[str, Cell]", cells).items():  # a layer's ModuleDict of cells
                 s = int(key)
                 f = inputs[s]
                 if f is None:
@@ -232,7 +237,7 @@ class AFE(nn.Module):
                     h = cell.transform(p, refined, sizes[target])
                     if weights is not None:
                         h = h * weights[:, j].view(-1, 1, 1, 1)
-                    nxt[target] = h if nxt[target] is None else nxt[target] + h
+                    nxt[target] = h if nxt[target] is None else cast(Tensor, nxt[target]) + h
                 reached[:, layer, s] = True
                 if weights is None:
                     path_weights[:, layer, s, list(cell.paths)] = 1.0
@@ -249,19 +254,20 @@ class AFE(nn.Module):
         Eval (adaptive variant): the argmax path. Training with `hard`: a straight-through one-hot Gumbel sample, so a
         cell off an image's path neither computes on it nor updates its BatchNorm statistics with it.
         """
-        entry = inputs[_ENTRY_SCALE]
+        entry = cast(Tensor, inputs[_ENTRY_SCALE])  # forward fills the entry slot
         batch, sizes = entry.shape[0], self._sizes(entry)
         reach = torch.zeros(batch, len(SCALES), dtype=torch.bool, device=entry.device)
         reach[:, _ENTRY_SCALE] = True
         for layer, cells in enumerate(self.cells):
             nxt: list[Tensor | None] = [None, None, None]
             nxt_reach = torch.zeros_like(reach)
-            for key, cell in cells.items():
+            for key, cell in cast("Mapping[str, Cell]", cells).items():  # a layer's ModuleDict of cells
                 s = int(key)
                 idx = reach[:, s].nonzero().squeeze(1)
                 if idx.numel() == 0:
                     continue  # no image of the batch reaches this cell: it is not computed
-                f = inputs[s] if idx.numel() == batch else inputs[s].index_select(0, idx)
+                # some image reaches the cell, so the previous layer filled slot s
+                f = cast(Tensor, inputs[s]) if idx.numel() == batch else cast(Tensor, inputs[s]).index_select(0, idx)
                 logits = cell.gate_logits(f)
                 if self.training:  # straight-through one-hot Gumbel sample: value 1 on the path, soft gradients
                     onehot = F.gumbel_softmax(logits, tau=self.temperature, hard=True, dim=1)
@@ -280,7 +286,7 @@ class AFE(nn.Module):
                         h = h * onehot[take, j].view(-1, 1, 1, 1)
                     if nxt[target] is None:
                         nxt[target] = h.new_zeros((batch, *h.shape[1:]))
-                    nxt[target].index_add_(0, sel, h)
+                    cast(Tensor, nxt[target]).index_add_(0, sel, h)
                     nxt_reach[sel, target] = True
                     path_weights[sel, layer, s, p] = 1.0
                 reached[idx, layer, s] = True

@@ -20,7 +20,7 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import torch
@@ -149,7 +149,7 @@ def fresh_stage(like: nn.Sequential, in_channels: int, out_channels: int) -> nn.
     weights worth keeping and costs most of the compute (five 512-channel stages against one trunk in ResNet-18).
     Initialised as torchvision initialises a ResNet (He normal convolutions, unit BatchNorm).
     """
-    block_type = type(like[0])
+    block_type = cast("type[BasicBlock] | type[Bottleneck]", type(like[0]))  # checked just below
     if block_type not in (BasicBlock, Bottleneck):
         raise TypeError(f"unsupported block type {block_type.__name__}")
     expansion = block_type.expansion
@@ -201,5 +201,5 @@ def build_backbone(name: str, pretrained: str = "none", imagenet_weights: str = 
 
 def _out_channels(layer: nn.Sequential) -> int:
     last = layer[-1]
-    bn = last.bn3 if isinstance(last, Bottleneck) else last.bn2
+    bn = cast(nn.BatchNorm2d, last.bn3 if isinstance(last, Bottleneck) else last.bn2)
     return int(bn.num_features)

@@ -17,7 +17,7 @@ The segmentation head's hidden width (`model.mfe.seg_channels`) is not in the pa
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from torch import Tensor, nn
 
@@ -71,9 +71,10 @@ class PartBranch(nn.Module):
         self.bnneck = nn.BatchNorm1d(channels)
         self.bnneck.bias.requires_grad_(False)  # BNNeck: no shift, so the BN features stay centred for the classifier
         self.classifier = nn.Linear(channels, num_classes, bias=False)
-        nn.init.kaiming_normal_(self.seg_head[0].weight, mode="fan_out", nonlinearity="relu")
-        nn.init.normal_(self.seg_head[3].weight, std=0.01)
-        nn.init.zeros_(self.seg_head[3].bias)
+        # Sequential's items are typed as plain Modules: their parameters are Tensors (Conv2d, bias=True).
+        nn.init.kaiming_normal_(cast(Tensor, self.seg_head[0].weight), mode="fan_out", nonlinearity="relu")
+        nn.init.normal_(cast(Tensor, self.seg_head[3].weight), std=0.01)
+        nn.init.zeros_(cast(Tensor, self.seg_head[3].bias))
         nn.init.normal_(self.classifier.weight, std=0.001)
 
     def forward(self, x: Tensor) -> BranchOutput:

@@ -33,7 +33,7 @@ temperature (for a schedule); it is None for variants without adaptive routing.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +45,8 @@ from sanet.model.backbone import Backbone, build_backbone, fresh_stage, last_str
 from sanet.model.mfe import PartBranch
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from sanet.config import AFEParams, MFEParams, Params
 
 HIDDEN_MASK_LOGIT = -1e4
@@ -131,7 +133,8 @@ class SANet(nn.Module):
         masks = torch.stack([b.mask_logits for b in branches], dim=1)
         visibility = torch.stack([b.visibility for b in branches], dim=1)
         if self.training:
-            logits = [branch.classifier(b.bn_feature) for branch, b in zip(self.branches, branches, strict=True)]
+            part_branches = cast("Iterable[PartBranch]", self.branches)  # the ModuleList holds PartBranch modules
+            logits = [branch.classifier(b.bn_feature) for branch, b in zip(part_branches, branches, strict=True)]
             out.update(
                 logits=torch.stack(logits, dim=1),
                 features=torch.stack([b.feature for b in branches], dim=1),

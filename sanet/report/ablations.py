@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 from sanet.contracts.results import METRICS, Evaluation
 
 if TYPE_CHECKING:
+    from mlflow.entities import Experiment, Run
+    from mlflow.store.entities.paged_list import PagedList
+
     from sanet.config import Params
 
 
@@ -67,6 +70,7 @@ def _evaluate_runs(uri: str) -> list[Any]:
     client = MlflowClient(uri)
     experiment_ids: list[str] = []
     token: str | None = None
+    page: PagedList[Experiment] | PagedList[Run]  # experiments, then their runs
     while True:
         page = client.search_experiments(view_type=ViewType.ACTIVE_ONLY, page_token=token)
         experiment_ids += [experiment.experiment_id for experiment in page]

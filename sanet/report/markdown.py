@@ -308,7 +308,9 @@ def _training_section(training: Training, params: Params, figure: str | None) ->
         if is_number(summary.get("steps")):
             facts.append(f"{int(summary['steps'])} steps")
         lines += [", ".join(facts) + ".", ""]
-        blocks = [(label, summary.get(key)) for label, key in (("Untrained", "untrained"), ("Trained", "final"))]
+        blocks: list[tuple[str, Any]] = [
+            (label, summary.get(key)) for label, key in (("Untrained", "untrained"), ("Trained", "final"))
+        ]
         blocks = [(label, block) for label, block in blocks if isinstance(block, dict)]
         shown = [m for m in METRICS if any(is_number(block.get(m)) for _, block in blocks)]
         rows = [

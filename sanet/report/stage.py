@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from sanet.contracts.results import METRICS, is_synthetic, load_evaluations, load_training, primary_evaluation
 from sanet.infra.atomic import atomic_write
@@ -20,6 +20,9 @@ from sanet.report.markdown import render_markdown
 from sanet.report.terminal import render_terminal_table
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import BinaryIO
+
     from sanet.config import Params
 
 
@@ -107,7 +110,9 @@ def run_report(
         for name in ("cmc", "training", "comparison"):
             if name in rendered:
                 data = rendered[name]
-                written.append(atomic_write(figure_paths[name], lambda handle, data=data: handle.write(data)))
+                # data=data binds this figure's bytes (ruff B023); mypy cannot infer such a lambda from its context
+                write = cast("Callable[[BinaryIO], object]", lambda handle, data=data: handle.write(data))
+                written.append(atomic_write(figure_paths[name], write))
         if "training" not in rendered:
             (figures_dir / "training.png").unlink(missing_ok=True)
         atomic_write(out, lambda handle: handle.write(markdown.encode("utf-8")))

@@ -40,7 +40,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -292,7 +292,7 @@ class Trainer:
             device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
             model = DistributedDataParallel(model, device_ids=device_ids)
         if self.train_params.compile:
-            model = torch.compile(model)
+            model = cast(torch.nn.Module, torch.compile(model))  # a Module compiles to an OptimizedModule
         return model
 
     # ---- hooks -------------------------------------------------------------------------------------------------

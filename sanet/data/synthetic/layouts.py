@@ -12,12 +12,13 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from sanet.config import SynthParams
+from sanet.config import SynthDukeParams, SynthMarketParams, SynthParams
 from sanet.contracts.datasets import (
     DATASET_DIRS,
     DUKE_DIR,
@@ -146,7 +147,7 @@ class SyntheticBenchmark:
     def _holistic(self, out: Path, bench: str, dirname: str, n_cams: int, name, sizes: bool) -> Iterator[int]:
         """Shared Market/Duke layout: train identities, then test identities split into query and gallery."""
         p = self.p.market if bench == "market" else self.p.duke
-        extra = 0 if bench == "market" else p.gallery_only_ids
+        extra = 0 if bench == "market" else cast(SynthDukeParams, p).gallery_only_ids
         pids = self.pids(bench, p.train_ids + p.test_ids + extra, 1501 if bench == "market" else 7140)
         train, test, only = (
             pids[: p.train_ids],
@@ -164,6 +165,7 @@ class SyntheticBenchmark:
             sample = self.render(bench, pid, cam, k, size)
             split.write(f"{folder}/{name(pid if label is None else label, cam, frame, k)}", sample)
 
+        cams: np.ndarray | list[int]  # an array for the train identities, a list for the test ones
         for pid in train:
             rng = rng_for(self.seed, BENCH_CODES[bench], pid, 7)
             cams = rng.choice(np.arange(1, n_cams + 1), size=int(rng.integers(2, min(5, n_cams) + 1)), replace=False)
@@ -194,7 +196,8 @@ class SyntheticBenchmark:
             yield 1
         if bench == "market":
             # pid 0: distractors (bad detections that stay in the gallery); pid -1: junk (dropped by the protocol).
-            for label, count in ((0, p.distractors), (-1, p.junk)):
+            market_sizes = cast(SynthMarketParams, p)
+            for label, count in ((0, market_sizes.distractors), (-1, market_sizes.junk)):
                 for i in range(count):
                     rng = rng_for(self.seed, BENCH_CODES[bench], 200_000 + label, i)
                     cam = int(rng.integers(1, n_cams + 1))

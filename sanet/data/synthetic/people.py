@@ -233,6 +233,7 @@ class _Painter:
             sign = {"left": 0.35, "right": -0.35} if self.near == "left" else {"left": -0.35, "right": 0.35}
 
         joints: dict[str, tuple[float, float]] = {}
+        lr: str | None  # a side; None in the legs' draw order for a side view's hidden far side
         for lr in ("left", "right"):
             s = sign[lr]
             leg_sw = stride * (1 if lr == "left" else -1) * (direction if self.side else 1)
