@@ -10,46 +10,41 @@ from pathlib import Path
 import pytest
 
 from sanet.cli import main
+from sanet.config import SynthParams
 from sanet.data.benchmarks import BENCHMARKS
 from sanet.hpo.spaces import SPACES
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = [
-    "--set",
-    "synth.market={train_ids: 3, test_ids: 3, distractors: 1, junk: 1}",
-    "--set",
-    "synth.duke={train_ids: 2, test_ids: 2, gallery_only_ids: 1}",
-    "--set",
-    "synth.partial={partial_reid_ids: 2, partial_reid_images: 1, partial_ilids_ids: 2}",
-]
-
 
 @pytest.fixture(autouse=True)
-def _in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)  # params.yaml is found relative to the working directory, as for users
+def _in_repo(repo_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(repo_root)  # params.yaml is found relative to the working directory, as for users
 
 
 @pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_root(repo_root: Path, tiny_synth_sets: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny benchmark of tests/conftest.py, written by `sanet synth --set ...`."""
     out = tmp_path_factory.mktemp("cli") / "data"
-    os.chdir(REPO)
-    assert main(["synth", "--out", str(out), "--quiet", *TINY]) == 0
+    os.chdir(repo_root)
+    assert main(["synth", "--out", str(out), "--quiet", *tiny_synth_sets]) == 0
     return out
 
 
-def test_synth_then_stats_prints_every_benchmark(tiny_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_synth_then_stats_prints_every_benchmark(
+    tiny_root: Path, tiny_synth: SynthParams, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["data", "stats", "--root", str(tiny_root)]) == 0
     out = capsys.readouterr().out
     printed = {line.split()[0] for line in out.splitlines()[2:]}
     assert printed == set(BENCHMARKS)
     market_query = next(line for line in out.splitlines() if line.startswith("market1501") and "query" in line)
-    assert market_query.split()[2:4] == ["3", "6"]  # 3 identities, 2 queries each
+    test_ids = tiny_synth.market.test_ids
+    assert market_query.split()[2:4] == [str(test_ids), str(2 * test_ids)]  # the --set identities, 2 queries each
 
 
-def test_synth_seed_flag_changes_the_data(tmp_path: Path) -> None:
+def test_synth_seed_flag_changes_the_data(tiny_synth_sets: list[str], tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
-    assert main(["synth", "--out", str(a), "--quiet", "--seed", "1", *TINY]) == 0
-    assert main(["synth", "--out", str(b), "--quiet", "--seed", "2", *TINY]) == 0
+    assert main(["synth", "--out", str(a), "--quiet", "--seed", "1", *tiny_synth_sets]) == 0
+    assert main(["synth", "--out", str(b), "--quiet", "--seed", "2", *tiny_synth_sets]) == 0
     name = "Partial-REID_Dataset/whole_body_images/001_01.jpg"
     assert (a / name).read_bytes() != (b / name).read_bytes()
     assert '"seed": 1' in (a / "SYNTHETIC.json").read_text()
@@ -111,11 +106,11 @@ def test_empty_root_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "Market-1501-v15.09.15" in err and "PartialILIDS" in err
 
 
-def test_console_script_runs_and_disables_telemetry(tmp_path: Path) -> None:
+def test_console_script_runs_and_disables_telemetry(repo_root: Path, tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("sanet")
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_DISABLE_TELEMETRY", "DVC_NO_ANALYTICS")}
     probe = "import os, sanet.cli; print(os.environ['MLFLOW_DISABLE_TELEMETRY'], os.environ['DVC_NO_ANALYTICS'])"
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["true", "1"]
-    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, cwd=repo_root)
     assert result.returncode == 0 and "synth" in result.stdout and "data" in result.stdout

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,14 +17,12 @@ import boto3
 import pytest
 import yaml
 from s3_server import LocalS3
-from test_train import TINY_SYNTH
 
 from sanet.cluster.fetch import dvc_object_uri, fetch_data
 from sanet.cluster.steps import torchrun_command
 from sanet.cluster.transfer import download, download_file, exists, join_uri, local_path, upload
 from sanet.cluster.workspace import scratch_overrides, step_overrides, step_params, weights
 from sanet.data.benchmarks import BenchmarkError
-from sanet.data.synthetic.layouts import write_synthetic
 from sanet.infra.errors import StorageError
 
 BIN = Path(sys.executable).parent
@@ -100,11 +99,11 @@ def test_an_unknown_bucket_is_a_storage_error(tmp_path: Path, s3: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def dvc_remote(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
-    """A tiny synthetic benchmark pushed by the real `dvc` to a local remote: (remote, md5 of data/, data/)."""
+def dvc_remote(tiny_synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
+    """The tiny synthetic benchmark pushed by the real `dvc` to a local remote: (remote, md5 of data/, data/)."""
     project = tmp_path_factory.mktemp("dvcproject")
     remote = tmp_path_factory.mktemp("remote")
-    write_synthetic(project / "data", TINY_SYNTH, progress=False)
+    shutil.copytree(tiny_synth_root, project / "data")
     env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
     for args in (
         ["dvc", "init", "--no-scm", "-q"],
@@ -168,8 +167,7 @@ def test_scratch_paths_win_over_the_callers_overrides(tmp_path: Path) -> None:
     assert f"masks.out_dir={tmp_path / 'masks'}" in overrides
 
 
-def test_relative_weight_paths_point_into_the_scratch_folder(tmp_path: Path) -> None:
-    params_file = Path(__file__).resolve().parents[1] / "params.yaml"
+def test_relative_weight_paths_point_into_the_scratch_folder(params_file: Path, tmp_path: Path) -> None:
     overrides = step_overrides(str(params_file), ["profile=paper", "model.pretrained=weights/reid.pth"], tmp_path)
     params = step_params(str(params_file), ["profile=paper", "model.pretrained=weights/reid.pth"], tmp_path)
     assert Path(params.masks.openpifpaf.checkpoint).parent == tmp_path / "weights" / "openpifpaf"

@@ -12,12 +12,10 @@ from hypothesis import strategies as st
 
 from sanet.config import ConfigError, Params, apply_overrides, load_params, parse_override, resolve
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def raw() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+def raw(params_file: Path) -> dict:
+    return yaml.safe_load(params_file.read_text())
 
 
 def test_repository_params_hold_the_papers_settings(raw: dict) -> None:

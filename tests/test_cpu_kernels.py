@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from paths import REPO_ROOT
 
 from sanet.config import ConfigError
 from sanet.engine.cpu_kernels import KERNEL_ENV, cpu_flags, describe_cpu_kernels, pin_cpu_kernels
 
-REPO = Path(__file__).resolve().parents[1]
 PINNED = KERNEL_ENV["avx2"]
 HAS_AVX2 = {"avx2", "fma"} <= cpu_flags()
 NUMPY_AVX512 = PINNED["NPY_DISABLE_CPU_FEATURES"].split()
@@ -40,7 +40,7 @@ def _probe(args: list[str]) -> tuple[list[str], str]:
     )
     env = {k: v for k, v in os.environ.items() if k not in PINNED}
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True, timeout=300
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True, timeout=300
     )
     return done.stdout.split("\n")[-2].split(), done.stderr
 
@@ -106,7 +106,7 @@ def test_the_cli_loads_neither_numpy_nor_torch_before_the_pin() -> None:
         "print(*sorted(name for name in ('numpy', 'torch') if name in sys.modules))\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, timeout=120
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=120
     )
     assert done.stdout.strip() == ""
 

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_report import workdir  # noqa: F401  (a fixture)
-from test_train import tiny_data, tiny_overrides  # noqa: F401  (tiny_data is a fixture)
+from report_helpers import REAL, report_params, report_section, table_rows, write_eval, write_report
 from torch import nn
 
 from sanet.config import EvaluationParams, load_params
@@ -33,9 +32,6 @@ from sanet.masks.errors import MasksError
 from sanet.masks.mask_files import MaskStore, write_folder
 from sanet.metrics.distance import euclidean_distance
 from sanet.metrics.evaluator import build_evaluator
-from sanet.train.stage import run_train
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -316,12 +312,11 @@ def test_diagnostics_without_a_mask_store_say_so(tmp_path: Path) -> None:
 # ---- sanet evaluate ----------------------------------------------------------------------------------------------
 
 
-def test_evaluate_writes_the_diagnostics_deterministically(tiny_data, tmp_path: Path) -> None:  # noqa: F811
+def test_evaluate_writes_the_diagnostics_deterministically(tiny_model, params_file: Path, tmp_path: Path) -> None:
     from sanet.evaluation.stage import run_evaluate
 
-    overrides = tiny_overrides(tiny_data, tmp_path, "train.epochs=1", "tracking.log_model=false")
-    params = load_params(REPO / "params.yaml", overrides)
-    model_file = run_train(params, out_dir=tmp_path / "train", progress=False).model_file
+    model_file, overrides = tiny_model
+    params = load_params(params_file, [*overrides, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"])
     first = run_evaluate(params, "market1501", model_file, out_dir=tmp_path / "a", progress=False)
     run_evaluate(params, "market1501", model_file, out_dir=tmp_path / "b", progress=False)
 
@@ -356,11 +351,9 @@ def test_evaluate_writes_the_diagnostics_deterministically(tiny_data, tmp_path: 
 # ---- the report --------------------------------------------------------------------------------------------------
 
 
-def test_the_report_shows_the_floor_and_the_diagnostics_and_dashes_without_them(workdir: Path) -> None:  # noqa: F811
-    from test_report import REAL, _params, _report, _rows, _section, _write_eval
-
+def test_the_report_shows_the_floor_and_the_diagnostics_and_dashes_without_them(workdir: Path) -> None:
     for name, values in REAL.items():
-        _write_eval(workdir / "eval", name, values)
+        write_eval(workdir / "eval", name, values)
     diagnostics = {
         "visibility": {
             "available": True,
@@ -382,21 +375,21 @@ def test_the_report_shows_the_floor_and_the_diagnostics_and_dashes_without_them(
     }
     (workdir / "eval" / "partial_ilids_p" / "diagnostics.json").write_text(json.dumps(diagnostics))
     (workdir / "eval" / "partial_ilids_p" / "diagnostics.png").write_bytes(b"\x89PNG")
-    markdown = _report(workdir, _params(workdir)).path.read_text()
+    markdown = write_report(workdir, report_params(workdir)).path.read_text()
 
-    table1 = _rows(_section(markdown, "## Table 1"))
+    table1 = table_rows(report_section(markdown, "## Table 1"))
     # Partial-REID (no diagnostics.json: an older evaluation), Partial-iLIDS-O (not evaluated), Partial-iLIDS-P, cropped
     assert table1["No-network floor (colour histogram)"] == ["–"] * 6 + ["30.0", "40.0", "20.0"] + ["–"] * 3
     assert table1["Chance (random ranking)"] == ["–"] * 6 + ["5.0", "–", "–"] + ["–"] * 3
     assert table1["Ours"][6] == "70.0"  # unchanged
-    assert _rows(_section(markdown, "## Table 2"))["No-network floor (colour histogram)"] == ["–"] * 4
+    assert table_rows(report_section(markdown, "## Table 2"))["No-network floor (colour histogram)"] == ["–"] * 4
 
-    section = _section(markdown, "## Method diagnostics")
+    section = report_section(markdown, "## Method diagnostics")
     visibility, masks, summary = section.split("\n| Benchmark")[1:4]
-    assert _rows("| Benchmark" + visibility)["Partial-iLIDS-P"] == ["50.0", "60.0", "70.0", "80.0", "90.0"]
-    assert _rows("| Benchmark" + visibility)["Partial-REID"] == ["–"] * 5
-    assert _rows("| Benchmark" + masks)["Partial-iLIDS-P"] == ["0.0123"] * 5
-    rows = _rows("| Benchmark" + summary)
+    assert table_rows("| Benchmark" + visibility)["Partial-iLIDS-P"] == ["50.0", "60.0", "70.0", "80.0", "90.0"]
+    assert table_rows("| Benchmark" + visibility)["Partial-REID"] == ["–"] * 5
+    assert table_rows("| Benchmark" + masks)["Partial-iLIDS-P"] == ["0.0123"] * 5
+    rows = table_rows("| Benchmark" + summary)
     assert rows["Partial-iLIDS-P"] == [
         "3 (50.0%)",
         "1 (100.0%)",

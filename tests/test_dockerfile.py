@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from packaging.utils import canonicalize_name
+from paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
 PARAMS_PATH = "/opt/sanet/params.yaml"  # what sanet/cluster/steps.py reads in a Kubeflow pod
 BASE_TAG = re.compile(
     r"pytorch/pytorch:(?P<torch>\d+\.\d+\.\d+)-cuda(?P<cuda>\d+\.\d+)-cudnn(?P<cudnn>\d+)-(?P<flavor>runtime|devel)"
@@ -25,7 +25,7 @@ BASE_TAG = re.compile(
 
 def _lock(name: str) -> dict[str, str]:
     pins = {}
-    for line in (REPO / name).read_text().splitlines():
+    for line in (REPO_ROOT / name).read_text().splitlines():
         if "==" in line and not line.lstrip().startswith("#"):
             package, version = line.split("==", 1)
             pins[canonicalize_name(package.split("[")[0].strip())] = version.split(";")[0].strip()
@@ -63,7 +63,7 @@ def _instructions(text: str) -> list[tuple[str, str]]:
 
 def _stages(text: str | None = None) -> list[Stage]:
     stages: list[Stage] = []
-    for keyword, arguments in _instructions(text if text is not None else (REPO / "Dockerfile").read_text()):
+    for keyword, arguments in _instructions(text if text is not None else (REPO_ROOT / "Dockerfile").read_text()):
         if keyword == "FROM":
             words = [w for w in arguments.split() if not w.startswith("--platform")]
             name = words[2] if len(words) == 3 and words[1].lower() == "as" else None
@@ -169,7 +169,7 @@ def test_the_openpifpaf_wheel_is_built_by_the_projects_script_with_ninja() -> No
 
 
 def test_every_stage_installs_the_lock_like_make_install() -> None:
-    pip_version = re.search(r"^PIP_VERSION := (\S+)$", (REPO / "Makefile").read_text(), re.M)
+    pip_version = re.search(r"^PIP_VERSION := (\S+)$", (REPO_ROOT / "Makefile").read_text(), re.M)
     assert pip_version
     for stage in STAGES:
         if stage.base in BY_NAME:
@@ -224,7 +224,7 @@ def _context_sources() -> list[str]:
 def _ignore_patterns() -> list[tuple[bool, re.Pattern[str]]]:
     """.dockerignore as (is_exception, regex), with Docker's rules: ** spans folders, * and ? do not."""
     patterns = []
-    for line in (REPO / ".dockerignore").read_text().splitlines():
+    for line in (REPO_ROOT / ".dockerignore").read_text().splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -265,12 +265,14 @@ def test_dockerignore_lets_in_exactly_what_the_stages_copy() -> None:
     for source in sources:
         assert source != ".", "the whole build context is copied"
         tracked = subprocess.run(
-            ["git", "ls-files", "--", source], cwd=REPO, capture_output=True, text=True, check=True
+            ["git", "ls-files", "--", source], cwd=REPO_ROOT, capture_output=True, text=True, check=True
         ).stdout.split()
         assert tracked, f"COPY {source}: not a file of the repository"
         for path in [source, *tracked]:
             assert not _excluded(path, patterns), f"COPY {source}: .dockerignore leaves {path} out"
-    allowed = [line[1:].strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")]
+    allowed = [
+        line[1:].strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")
+    ]
     unused = [p for p in allowed if os.path.normpath(p) not in sources]
     assert not unused, f".dockerignore lets in what no stage copies: {unused}"
 
@@ -312,7 +314,7 @@ def _make_image(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in {"REGISTRY", "TAG", "MAKEFLAGS", "MFLAGS"}}
     return subprocess.run(
         ["make", "--no-print-directory", "-n", "image", *args],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         env=env,
@@ -337,4 +339,4 @@ def test_make_image_builds_and_pushes_both_targets() -> None:
         "docker push registry.example.com/team/sanet-bench:0.1.0",
         "docker push registry.example.com/team/sanet-bench:0.1.0-masks",
     ]
-    assert re.search(r"^\.PHONY:.* image ", (REPO / "Makefile").read_text(), re.M)
+    assert re.search(r"^\.PHONY:.* image ", (REPO_ROOT / "Makefile").read_text(), re.M)

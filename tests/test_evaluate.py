@@ -4,14 +4,12 @@ training's `--restart-stale` policy that the DVC stage relies on."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 import torch
-from test_train import tiny_data, tiny_overrides  # noqa: F401  (tiny_data is a fixture)
 
 from sanet.cli import main
 from sanet.config import load_params
@@ -26,9 +24,6 @@ from sanet.evaluation.stage import run_evaluate
 from sanet.infra.errors import EvaluationError
 from sanet.train.stage import run_train
 
-REPO = Path(__file__).resolve().parents[1]
-SANET = str(Path(sys.executable).with_name("sanet"))
-
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -37,18 +32,11 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_data, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:  # noqa: F811
-    """A model trained for one epoch on the tiny data: (model file, the overrides it was trained with)."""
-    out = tmp_path_factory.mktemp("trained")
-    overrides = tiny_overrides(tiny_data, out, "train.epochs=1", "tracking.log_model=false")
-    result = run_train(load_params(REPO / "params.yaml", overrides), out_dir=out / "train", progress=False)
-    return result.model_file, overrides
-
-
-def test_evaluate_writes_metrics_curves_pictures_and_one_mlflow_run(trained, tmp_path: Path) -> None:
-    model_file, overrides = trained
-    params = load_params(REPO / "params.yaml", [*overrides, f"tracking.uri=sqlite:///{tmp_path / 'eval.db'}"])
+def test_evaluate_writes_metrics_curves_pictures_and_one_mlflow_run(
+    tiny_model, params_file: Path, tmp_path: Path
+) -> None:
+    model_file, overrides = tiny_model
+    params = load_params(params_file, [*overrides, f"tracking.uri=sqlite:///{tmp_path / 'eval.db'}"])
     result = run_evaluate(params, "partial_ilids_p", model_file, out_dir=tmp_path / "eval", progress=False)
 
     out = tmp_path / "eval"
@@ -107,11 +95,9 @@ def test_evaluate_writes_metrics_curves_pictures_and_one_mlflow_run(trained, tmp
     assert "evaluate/partial_ilids_p/ranked_list.png" in artifacts and "evaluate/partial_ilids_p/run.json" in artifacts
 
 
-def test_evaluate_without_adaptive_routing_says_so(tiny_data, tmp_path: Path) -> None:  # noqa: F811
-    overrides = tiny_overrides(
-        tiny_data, tmp_path, "train.epochs=1", "model.variant=global", "tracking.log_model=false"
-    )
-    params = load_params(REPO / "params.yaml", overrides)
+def test_evaluate_without_adaptive_routing_says_so(tiny_overrides, params_file: Path, tmp_path: Path) -> None:
+    overrides = tiny_overrides(tmp_path, "train.epochs=1", "model.variant=global", "tracking.log_model=false")
+    params = load_params(params_file, overrides)
     model_file = run_train(params, out_dir=tmp_path / "train", progress=False).model_file
     run_evaluate(params, "market1501", model_file, out_dir=tmp_path / "eval", progress=False)
     routing = json.loads((tmp_path / "eval" / "routing.json").read_text())
@@ -119,14 +105,16 @@ def test_evaluate_without_adaptive_routing_says_so(tiny_data, tmp_path: Path) ->
     assert not (tmp_path / "eval" / "routing.png").exists()
 
 
-def test_evaluate_cli_errors_name_the_problem(trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _, overrides = trained
-    sets = ["--params", str(REPO / "params.yaml"), *(arg for o in overrides for arg in ("--set", o))]
+def test_evaluate_cli_errors_name_the_problem(
+    tiny_model, params_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, overrides = tiny_model
+    sets = ["--params", str(params_file), *(arg for o in overrides for arg in ("--set", o))]
     missing = tmp_path / "nowhere" / "model.pt"
     assert main(["evaluate", "--benchmark", "market1501", "--model", str(missing), *sets]) == 2
     assert str(missing) in capsys.readouterr().err
     with pytest.raises(EvaluationError, match="unknown benchmark 'market'"):
-        run_evaluate(load_params(REPO / "params.yaml", overrides), "market", missing)
+        run_evaluate(load_params(params_file, overrides), "market", missing)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a model")
     assert main(["evaluate", "--benchmark", "market1501", "--model", str(garbage), *sets]) == 2
@@ -157,11 +145,12 @@ def test_routes_follow_the_chain_of_reached_cells() -> None:
 
 
 def test_restart_stale_resumes_unfinished_and_replaces_finished_or_foreign_checkpoints(
-    tiny_data,  # noqa: F811
+    tiny_overrides,
+    params_file: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    params = load_params(REPO / "params.yaml", tiny_overrides(tiny_data, tmp_path, "tracking.log_model=false"))
+    params = load_params(params_file, tiny_overrides(tmp_path, "tracking.log_model=false"))
     out = tmp_path / "train"
     first = run_train(params, out_dir=out, progress=False, stop_after_steps=2)
     assert first.interrupted
@@ -173,9 +162,7 @@ def test_restart_stale_resumes_unfinished_and_replaces_finished_or_foreign_check
     again = run_train(params, out_dir=out, progress=False, restart_stale=True)  # finished: a new training
     assert again.resumed_from is None and "its training had finished" in capsys.readouterr().out
 
-    other = load_params(
-        REPO / "params.yaml", tiny_overrides(tiny_data, tmp_path, "tracking.log_model=false", "train.lr=0.05")
-    )
+    other = load_params(params_file, tiny_overrides(tmp_path, "tracking.log_model=false", "train.lr=0.05"))
     with pytest.raises(CheckpointError, match="other training parameters"):
         run_train(other, out_dir=out, progress=False, stop_after_steps=1)
     replaced = run_train(other, out_dir=out, progress=False, restart_stale=True, stop_after_steps=1)

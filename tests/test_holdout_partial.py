@@ -17,8 +17,8 @@ import optuna
 import pytest
 import torch
 from mlflow import MlflowClient
+from paths import PARAMS_FILE
 from PIL import Image
-from test_train import tiny_data, tiny_overrides  # noqa: F401  (tiny_data is a fixture)
 from torch import nn
 
 from sanet.config import load_params
@@ -30,8 +30,6 @@ from sanet.data.transforms import TestTransform, decode_image
 from sanet.hpo.settings import study_name
 from sanet.hpo.worker import run_worker
 from sanet.train.validation import HELD_OUT_KEYS, SCORE, evaluate_validation
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -130,7 +128,7 @@ class _Grey(nn.Module):
 
 
 def _evaluate(bench: SimpleNamespace, num_ids: int) -> dict[str, float]:
-    params = load_params(REPO / "params.yaml", ["profile=demo", "data.workers=0"])
+    params = load_params(PARAMS_FILE, ["profile=demo", "data.workers=0"])
     split = holdout_split(bench, num_ids, seed=0)
     return dict(evaluate_validation(_Grey(), split, params, torch.device("cpu")).metrics)
 
@@ -157,19 +155,18 @@ def test_the_benchmark_protocol_alone_has_no_held_out_metrics(tmp_path: Path) ->
     bench = _toy(tmp_path / "data", {0: [0, 1], 1: [0, 1], 2: [2], 3: [3]})
     query = [bench.train[0], bench.train[2]]  # camera 0 of identities 0 and 1; their camera-1 images are the matches
     benchmark = SimpleNamespace(name="toy", query=query, gallery=[r for r in bench.train if r not in query])
-    params = load_params(REPO / "params.yaml", ["profile=demo", "data.workers=0"])
+    params = load_params(PARAMS_FILE, ["profile=demo", "data.workers=0"])
     metrics = evaluate_validation(_Grey(), benchmark, params, torch.device("cpu")).metrics
     assert set(metrics) == {"rank1", "rank3", "rank5", "rank10", "mAP", "mINP"}
 
 
 def test_a_trial_is_scored_by_the_mean_of_holistic_and_partial_map_on_held_out_identities(
-    tiny_data,  # noqa: F811
+    tiny_overrides,
     template_db: Path,
     tmp_path: Path,
 ) -> None:
     shutil.copy(template_db, tmp_path / "mlflow.db")
     overrides = tiny_overrides(
-        tiny_data,
         tmp_path,
         "tracking.log_model=false",
         "hpo.trials=1",
@@ -178,7 +175,7 @@ def test_a_trial_is_scored_by_the_mean_of_holistic_and_partial_map_on_held_out_i
         f"hpo.storage=sqlite:///{tmp_path / 'optuna.db'}",
         f"hpo.out_dir={tmp_path / 'trials'}",
     )
-    params = load_params(REPO / "params.yaml", overrides)
+    params = load_params(PARAMS_FILE, overrides)
     worker = run_worker(params, "triplet_weight", progress=False, device="cpu")
     assert worker.completed == 1
 

@@ -16,12 +16,12 @@ from typing import Any, ClassVar
 
 import pytest
 import yaml
+from paths import REPO_ROOT
 
 from components.image import DEFAULT_IMAGE
 from sanet.cli import main
 from sanet.cluster.kubeflow import PIPELINES, compile_pipelines, data_version
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LOGGING_STEPS = ("part-masks", "train-model", "evaluate-model", "paper-report", "promotion-gate", "register-model")
 STUDY_STEPS = ("create-study", "hpo-worker", "summarise-study")
@@ -35,7 +35,7 @@ def _load(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("compiled")
-    return {path.stem: path for path in compile_pipelines(REPO, out)}
+    return {path.stem: path for path in compile_pipelines(REPO_ROOT, out)}
 
 
 def _tasks(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -56,7 +56,7 @@ def _step(label: str) -> str:
 
 @pytest.mark.parametrize("name", list(PIPELINES))
 def test_checked_in_yaml_is_what_the_code_compiles_to(compiled: dict[str, Path], name: str) -> None:
-    checked_in = REPO / "pipelines" / f"{name}.yaml"
+    checked_in = REPO_ROOT / "pipelines" / f"{name}.yaml"
     assert checked_in.read_text() == compiled[name].read_text(), (
         f"pipelines/{name}.yaml is stale: run `sanet kfp compile` and commit the result"
     )
@@ -157,7 +157,7 @@ def test_hpo_pipeline_runs_a_study_per_space_with_uncached_gpu_workers(compiled:
 
 def test_compile_command_writes_yaml_for_another_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     image = "registry.example.com/team/sanet-bench:1.2.3"
-    assert main(["kfp", "compile", "--image", image, "--out", str(tmp_path), "--root", str(REPO)]) == 0
+    assert main(["kfp", "compile", "--image", image, "--out", str(tmp_path), "--root", str(REPO_ROOT)]) == 0
     spec, _ = _load(tmp_path / "benchmark.yaml")
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {image, f"{image}-masks"}
@@ -168,12 +168,12 @@ def test_pipeline_modules_compile_themselves(tmp_path: Path) -> None:
     """`python -m pipelines.benchmark` (the kubeflow/pipelines samples' convention) writes the YAML beside it."""
     copy = tmp_path / "repo"
     for folder in ("components", "pipelines"):
-        for file in (REPO / folder).glob("*.py"):
+        for file in (REPO_ROOT / folder).glob("*.py"):
             (copy / folder).mkdir(parents=True, exist_ok=True)
             (copy / folder / file.name).write_text(file.read_text())
     done = subprocess.run([sys.executable, "-m", "pipelines.benchmark"], cwd=copy, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert (copy / "pipelines/benchmark.yaml").read_text() == (REPO / "pipelines/benchmark.yaml").read_text()
+    assert (copy / "pipelines/benchmark.yaml").read_text() == (REPO_ROOT / "pipelines/benchmark.yaml").read_text()
 
 
 def test_submit_to_an_unreachable_host_stops_with_a_clear_message(capsys: pytest.CaptureFixture[str]) -> None:
@@ -240,11 +240,11 @@ def test_submit_sends_the_compiled_pipeline_with_this_checkouts_data_version(
     code = main(
         ["kfp", "submit", "--host", host, "--experiment", "partial-reid", "--work-root", "s3://team/runs",
          "--dvc-remote", "s3://team/dvcstore", "--gpus", "8", "--override", "profile=paper",
-         "--override", "train.epochs=60", "--weights", "s3://team/weights", "--root", str(REPO)]
+         "--override", "train.epochs=60", "--weights", "s3://team/weights", "--root", str(REPO_ROOT)]
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
     (run,) = [body for method, path, body in calls if method == "POST" and path.startswith("/apis/v2beta1/runs")]
-    md5 = yaml.safe_load((REPO / "data.dvc").read_text())["outs"][0]["md5"]
+    md5 = yaml.safe_load((REPO_ROOT / "data.dvc").read_text())["outs"][0]["md5"]
     assert run["runtime_config"]["parameters"] == {
         "data_source": "s3://team/dvcstore",
         "data_md5": md5,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,15 +24,12 @@ import pytest
 import yaml
 from kfp_local import evaluate, fixed_conditions, print_restored
 from s3_server import LocalS3
-from test_pipeline import BENCHMARKS, TINY_DEMO
-from test_train import TINY_SYNTH
 
-from sanet.data.synthetic.layouts import write_synthetic
+from sanet.data.benchmarks import BENCHMARKS
 
 # kfp warns that the components' image is not a plain Python image: locally they run in this environment instead.
 pytestmark = pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BUCKET = "team-reid"
 
@@ -41,16 +39,6 @@ def _real_print() -> Iterator[None]:
     """Local runs with parallel tasks can leave kfp's indenting `print` behind (tests/kfp_local.py)."""
     with print_restored():
         yield
-
-
-def _tiny_params(path: Path) -> Path:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["profiles"]["demo"] = TINY_DEMO
-    raw["evaluation"]["batch_size"] = 16
-    raw["tracking"]["system_metrics"] = False
-    raw["tracking"]["log_model"] = False
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
 
 
 def _dvc_push(project: Path, env: dict[str, str], remote: str, endpoint: str) -> str:
@@ -75,7 +63,9 @@ def _keys(client: Any, prefix: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def local_run(
+    tiny_synth_root: Path, tiny_demo_params, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     """One local run of the benchmark pipeline; yields what the tests need to look at it."""
     from kfp import local
 
@@ -83,8 +73,8 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
 
     root = tmp_path_factory.mktemp("kfp")
     project = root / "project"
-    write_synthetic(project / "data", TINY_SYNTH, progress=False)
-    params_file = _tiny_params(root / "params.yaml")
+    shutil.copytree(tiny_synth_root, project / "data")
+    params_file = tiny_demo_params(root / "params.yaml")
     tracking = f"sqlite:///{root / 'mlflow.db'}"
     with LocalS3() as s3, pytest.MonkeyPatch.context() as env:
         for key in [k for k in os.environ if k.startswith(("MLFLOW_", "SANET_", "AWS_"))]:
@@ -108,7 +98,7 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
                 data_md5=md5,
                 params_file=str(params_file),
                 overrides=[],
-                benchmarks=BENCHMARKS,
+                benchmarks=list(BENCHMARKS),
                 gpus=0,
             )
         runs = {key.split("/")[1] for key in _keys(client, "runs/")}

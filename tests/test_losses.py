@@ -21,8 +21,6 @@ from sanet.train.losses import (
     part_presence,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def test_batch_hard_triplet_matches_a_hand_computation() -> None:
     features = torch.tensor([[0.0], [1.0], [3.0], [3.5]])
@@ -163,8 +161,8 @@ def test_bad_mask_label_shape_is_a_clear_error() -> None:
         SANetLoss()(fake_output(tuple(range(NUM_PARTS))), torch.tensor([0, 0, 1, 1]), torch.zeros(4, 4, 8, 4))
 
 
-def test_build_criterion_reads_the_parameters() -> None:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+def test_build_criterion_reads_the_parameters(params_file: Path) -> None:
+    raw = yaml.safe_load(params_file.read_text())
     params = resolve(raw, ["loss.triplet_weight=0.5", "loss.focal_alpha=0.4", "loss.mask_target=binary"])
     criterion = build_criterion(params)
     assert (criterion.triplet_weight, criterion.focal_alpha, criterion.mask_target) == (0.5, 0.4, "binary")

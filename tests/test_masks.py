@@ -10,10 +10,11 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from paths import PARAMS_FILE
 from PIL import Image
 
 from sanet.cli import main
-from sanet.config import ConfigError, Params, SynthParams, load_params
+from sanet.config import ConfigError, Params, load_params
 from sanet.contracts.keypoints import COCO_KEYPOINTS, KEYPOINTS_FILE
 from sanet.contracts.parts import PARTS
 from sanet.data.synthetic.layouts import write_synthetic
@@ -24,7 +25,6 @@ from sanet.masks.mask_files import MaskStore, write_folder
 from sanet.masks.part_masks import keypoint_scale, part_masks
 from sanet.masks.stage import run_masks
 
-REPO = Path(__file__).resolve().parents[1]
 K = {name: i for i, name in enumerate(COCO_KEYPOINTS)}
 W, H = 64, 128  # image size of the hand-made person
 OUT = (96, 32)  # stored mask size (height, width)
@@ -215,9 +215,9 @@ def test_bad_keypoint_files_name_the_file(tmp_path: Path) -> None:
 
 def test_config_requires_a_file_for_coco_json() -> None:
     with pytest.raises(ConfigError, match=r"masks: .*coco_json"):
-        load_params(REPO / "params.yaml", ["masks.source=coco_json"])
+        load_params(PARAMS_FILE, ["masks.source=coco_json"])
     with pytest.raises(ConfigError, match=r"masks\.source"):
-        load_params(REPO / "params.yaml", ["masks.source=pifpaf"])
+        load_params(PARAMS_FILE, ["masks.source=pifpaf"])
 
 
 # ---- storage -------------------------------------------------------------------------------------------------------
@@ -271,23 +271,18 @@ def test_a_damaged_store_says_rerun(tmp_path: Path) -> None:
 
 # ---- the stage on the synthetic benchmark --------------------------------------------------------------------------
 
-SMALL = SynthParams.model_validate(
-    {
-        "market": {"train_ids": 3, "test_ids": 3, "distractors": 2, "junk": 1},
-        "duke": {"train_ids": 2, "test_ids": 2, "gallery_only_ids": 1},
-        "partial": {"partial_reid_ids": 12, "partial_reid_images": 2, "partial_ilids_ids": 16},
-    }
-)
-
 
 def demo_params(*overrides: str) -> Params:
-    return load_params(REPO / "params.yaml", ["profile=demo", *overrides])
+    return load_params(PARAMS_FILE, ["profile=demo", *overrides])
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def small(tiny_synth_with, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny benchmark with more partial probes: enough per benchmark that the coverage test's comparison of
+    queries with galleries (fewer lower bodies and feet in the partial queries) is not left to a handful of crops."""
     root = tmp_path_factory.mktemp("masks") / "data"
-    write_synthetic(root, SMALL, progress=False)
+    synth = tiny_synth_with(partial={"partial_reid_ids": 12, "partial_reid_images": 2, "partial_ilids_ids": 16})
+    write_synthetic(root, synth, progress=False)
     return root
 
 
@@ -374,8 +369,8 @@ def test_coco_json_source_counts_unlisted_images(small: Path, tmp_path: Path) ->
 
 
 @pytest.fixture
-def in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)
+def in_repo(repo_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(repo_root)
 
 
 def test_cli_masks_and_preview(
@@ -426,14 +421,14 @@ def test_cli_needs_benchmark_or_preview(in_repo) -> None:
     assert exc.value.code == 2
 
 
-def test_dvc_stage_declares_the_mask_outputs() -> None:
+def test_dvc_stage_declares_the_mask_outputs(repo_root: Path) -> None:
     import yaml
 
-    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["masks"]
-    params = load_params(REPO / "params.yaml")
+    stage = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]["masks"]
+    params = load_params(repo_root / "params.yaml")
     assert stage["cmd"].startswith("sanet masks --benchmark all")
     assert "data" in stage["deps"] and "sanet/masks" in stage["deps"]
     assert stage["outs"] == [params.masks.out_dir]
     assert list(stage["metrics"][0]) == [params.masks.coverage_file]
     assert all(p.startswith(("masks.", "profile", "data.", "profiles.")) for p in stage["params"])
-    assert os.path.exists(REPO / "sanet" / "masks" / "stage.py")
+    assert os.path.exists(repo_root / "sanet" / "masks" / "stage.py")

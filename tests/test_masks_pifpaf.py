@@ -15,20 +15,10 @@ import pytest
 
 from sanet.cli import main
 from sanet.config import SynthParams, load_params
-from sanet.data.synthetic.layouts import write_synthetic
 from sanet.masks.errors import MasksError, PifPafCheckpointError
 from sanet.masks.mask_files import MaskStore
 from sanet.masks.pifpaf import CHECKPOINT_RELEASE, DEFAULT_CHECKPOINT, ensure_get_cmap, load_checkpoint, select_device
 from sanet.masks.stage import run_masks
-
-REPO = Path(__file__).resolve().parents[1]
-TINY = SynthParams.model_validate(
-    {
-        "market": {"train_ids": 2, "test_ids": 2, "distractors": 1, "junk": 1},
-        "duke": {"train_ids": 2, "test_ids": 2, "gallery_only_ids": 1},
-        "partial": {"partial_reid_ids": 2, "partial_reid_images": 1, "partial_ilids_ids": 3},
-    }
-)
 
 
 def _pifpaf():
@@ -38,13 +28,6 @@ def _pifpaf():
         return import_openpifpaf()
     except MasksError:
         pytest.skip("OpenPifPaf is not installed (`make pifpaf`; test_environment checks that it is)")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pifpaf") / "data"
-    write_synthetic(root, TINY, progress=False)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +66,14 @@ def test_missing_checkpoint_names_the_file_and_its_release(tmp_path: Path) -> No
 
 
 def test_cli_missing_checkpoint_is_one_message(
-    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    repo_root: Path,
+    tiny_synth_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.chdir(REPO)
-    argv = ["masks", "--benchmark", "partial_ilids_p", "--root", str(tiny), "--out", str(tmp_path / "m")]
+    monkeypatch.chdir(repo_root)
+    argv = ["masks", "--benchmark", "partial_ilids_p", "--root", str(tiny_synth_root), "--out", str(tmp_path / "m")]
     ckpt = tmp_path / "absent.pkl"
     assert main([*argv, "--set", "masks.source=openpifpaf", "--set", f"masks.openpifpaf.checkpoint={ckpt}"]) == 2
     err = capsys.readouterr().err
@@ -118,12 +105,12 @@ def test_cuda_without_a_gpu_is_a_clear_error() -> None:
 
 
 def test_real_openpifpaf_through_the_stage_finds_nobody_and_writes_empty_masks(
-    tiny: Path, random_checkpoint: Path, tmp_path: Path
+    tiny_synth: SynthParams, tiny_synth_root: Path, random_checkpoint: Path, params_file: Path, tmp_path: Path
 ) -> None:
     net = load_checkpoint(random_checkpoint)  # weights_only, OpenPifPaf's classes allowed
     assert type(net).__module__ == "openpifpaf.network.nets" and not net.training
     params = load_params(
-        REPO / "params.yaml",
+        params_file,
         [
             "masks.source=openpifpaf",
             f"masks.openpifpaf.checkpoint={random_checkpoint}",
@@ -134,10 +121,10 @@ def test_real_openpifpaf_through_the_stage_finds_nobody_and_writes_empty_masks(
     )
     out = tmp_path / "masks"
     report = run_masks(
-        params, "partial_ilids_p", root=tiny, out_dir=out, coverage_file=tmp_path / "c.json", track=False
+        params, "partial_ilids_p", root=tiny_synth_root, out_dir=out, coverage_file=tmp_path / "c.json", track=False
     )
     assert report.source == "openpifpaf" and report.device == "cpu"
-    assert report.images == 2 * TINY.partial.partial_ilids_ids
+    assert report.images == 2 * tiny_synth.partial.partial_ilids_ids
     assert report.no_person == report.images  # random weights: nobody found, counted, and the stage went on
     store = MaskStore(out)
     for folder in store.folders():
@@ -146,5 +133,5 @@ def test_real_openpifpaf_through_the_stage_finds_nobody_and_writes_empty_masks(
         assert not any(stored.masks(row).any() for row in range(len(stored)))
         assert np.all(np.asarray(stored.keypoints) == 0)
     coverage = report.coverage["partial_ilids_p"]
-    assert coverage["query"]["no_person"] == TINY.partial.partial_ilids_ids and coverage["query"]["global"] == 0.0
+    assert coverage["query"]["no_person"] == tiny_synth.partial.partial_ilids_ids and coverage["query"]["global"] == 0.0
     assert store.folder("Partial_iLIDS/Probe").index["checkpoint"] == random_checkpoint.name

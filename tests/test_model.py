@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 import yaml
 from torch import nn
 from torchvision.models import resnet18, resnet34
@@ -13,14 +15,15 @@ from torchvision.models import resnet18, resnet34
 from sanet.cli import main
 from sanet.config import ConfigError, Params, resolve
 from sanet.contracts.parts import GLOBAL_INDEX, NUM_PARTS
+from sanet.contracts.variants import VARIANTS
 from sanet.model.afe import AFE, NOT_REACHED, Cell
-from sanet.model.backbone import build_backbone, imagenet_weights_file
+from sanet.model.backbone import BACKBONES, build_backbone, imagenet_weights_file
 from sanet.model.cost import count_macs, count_parameters, format_costs, model_costs
 from sanet.model.errors import WeightsError
 from sanet.model.sanet import SANet, build_model
+from sanet.report.paper_results import PAPER_AFE, TABLE4_KERNELS, TABLE4_LAYERS
 from sanet.train.losses import build_criterion
 
-REPO = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH, NUM_CLASSES = 64, 32, 4
 SMALL = [
     "model.backbone=resnet18",
@@ -30,15 +33,19 @@ SMALL = [
     "model.mfe.width=0",  # the paper's branches: layer4 copies (the demo profile's narrow ones have their own test)
 ]
 
-# hpnet and global have no AFE, so one case each; the AFE variants over Table 4's grid (layers x kernel).
-CASES = [("hpnet", 5, 3), ("global", 5, 3)] + [
-    (variant, layers, kernel) for variant in ("fixed_fe", "sanet") for layers in (3, 5, 7) for kernel in (1, 3, 5)
+# Every variant of the registry: those with an AFE over Table 4's grid (layers x kernel), the others (no AFE) once,
+# at the paper's setting. The forward test checks that the AFE variants are the ones the model gives an AFE.
+AFE_VARIANTS = ("fixed_fe", "sanet")
+CASES = [
+    (variant, layers, kernel)
+    for variant in VARIANTS
+    for layers, kernel in (itertools.product(TABLE4_LAYERS, TABLE4_KERNELS) if variant in AFE_VARIANTS else [PAPER_AFE])
 ]
 
 
 @pytest.fixture(scope="module")
-def raw() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+def raw(params_file: Path) -> dict:
+    return yaml.safe_load(params_file.read_text())
 
 
 def small_params(raw: dict, *overrides: str) -> Params:
@@ -89,7 +96,8 @@ def test_training_forward_shapes_finite_and_every_parameter_gets_a_gradient(
     assert out["visibility"].shape == (4, branches) and out["visibility"].dtype == torch.bool
     for key in ("logits", "features", "masks"):
         assert torch.isfinite(out[key]).all(), key
-    if variant in ("fixed_fe", "sanet"):
+    assert (model.afe is not None) == (variant in AFE_VARIANTS)
+    if variant in AFE_VARIANTS:
         assert out["path_weights"].shape == (4, layers, 3, 3)
     assert ("routing" in out) == (variant == "sanet")
 
@@ -287,13 +295,13 @@ def test_branches_are_unshared_copies_of_layer4_with_last_stride_one(raw: dict) 
     assert model.branches[0].layer4(torch.randn(1, 256, 4, 2)).shape == (1, 512, 4, 2)
 
 
-@pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
+@pytest.mark.parametrize("backbone", BACKBONES)
 def test_narrow_branches_are_fresh_independent_stages_of_layer4s_blocks(raw: dict, backbone: str) -> None:
     params = small_params(raw, f"model.backbone={backbone}", "model.mfe.width=64")
     torch.manual_seed(0)
     model = build_model(params, NUM_CLASSES)
     reference = build_backbone(backbone, "none").layer4
-    trunk_channels = 256 if backbone == "resnet18" else 1024
+    trunk_channels = getattr(torchvision.models, backbone)().layer4[0].conv1.in_channels  # torchvision's layer3 width
     for branch in model.branches:
         assert [type(block) for block in branch.layer4] == [type(block) for block in reference]
         assert branch.layer4(torch.randn(1, trunk_channels, 4, 2)).shape == (1, 64, 4, 2)  # stride 1, 64 channels
@@ -354,9 +362,9 @@ def test_missing_imagenet_weights_name_the_file_and_do_not_download(raw: dict, t
 
 
 def test_missing_weights_through_the_cli_exit_2_without_traceback(
-    torch_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    repo_root: Path, torch_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.chdir(REPO)
+    monkeypatch.chdir(repo_root)
     # the demo's narrow branches have no pretrained weights: the paper's layer4 copies go with ImageNet weights
     assert main(["model", "check", "--set", "model.pretrained=imagenet", "--set", "model.mfe.width=0"]) == 2
     err = capsys.readouterr().err
@@ -443,8 +451,10 @@ def test_counters_match_a_hand_count() -> None:
     assert count_parameters(afe) == sum(p.numel() for p in afe.parameters())
 
 
-def test_model_summary_command(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)
+def test_model_summary_command(
+    repo_root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(repo_root)
     overrides = [arg for override in SMALL for arg in ("--set", override)]
     argv = ["model", "summary", "--layers", "3", "--kernels", "1", "--variants", "global", "sanet", *overrides]
     assert main(argv) == 0

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from paths import PARAMS_FILE
 
 from sanet.config import load_params
 from sanet.engine.checkpoint import (
@@ -28,7 +29,6 @@ from sanet.engine.checkpoint import (
 from sanet.model.sanet import build_model
 from sanet.train.optim import LRSchedule, TemperatureScheduler, build_optimizer, parameter_groups
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = [
     "profile=demo",
     "input.height=64",
@@ -40,7 +40,7 @@ TINY = [
 
 
 def tiny_params(*overrides: str):
-    return load_params(REPO / "params.yaml", [*TINY, *overrides])
+    return load_params(PARAMS_FILE, [*TINY, *overrides])
 
 
 def test_parameter_groups_split_backbone_from_new_layers() -> None:

@@ -18,44 +18,26 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from test_train import TINY_SYNTH
 
-from sanet.data.synthetic.layouts import write_synthetic
+from sanet.contracts.studies import SPACES
+from sanet.data.benchmarks import BENCHMARKS
 
 # The module fixture runs the whole tiny pipeline (one dvc repro, every stage a subprocess): on a slow or shared
 # 2-core machine it outlasts the suite's 600 s per-test limit, which is meant for hung tests, not this one.
 pytestmark = pytest.mark.timeout(1800)
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-BENCHMARKS = ["market1501", "dukemtmc", "partial_reid", "partial_reid_cropped", "partial_ilids_p", "partial_ilids_o"]
-SPACES = ["afe_layers", "afe_kernel", "triplet_weight", "joint"]
 STAGES = ["masks", "train", *(f"evaluate@{b}" for b in BENCHMARKS), "report", "register", *(f"hpo@{s}" for s in SPACES)]
 
-TINY_DEMO = {
-    "data": {"workers": 0},
-    "input": {"height": 64, "width": 32},
-    "model": {
-        "backbone": "resnet18",
-        "pretrained": "none",
-        "afe": {"width": 8, "layers": 2},
-        "mfe": {"seg_channels": 8},
-    },
-    "loss": {"focal_weight": 10.0, "focal_alpha": 0.5},
-    "train": {"epochs": 1, "batch_size": 4, "instances_per_id": 2, "warmup_epochs": 0.5, "log_every": 2},
-    "masks": {"source": "synthetic"},
-    "hpo": {"trials": 1, "epochs": 1, "val_ids": 2},
-}
 
-
-def _repo_files() -> list[str]:
+def _repo_files(repo_root: Path) -> list[str]:
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO,
+        cwd=repo_root,
         capture_output=True,
         check=True,
     ).stdout.decode()
-    return [name for name in listed.split("\0") if name and (REPO / name).is_file()]
+    return [name for name in listed.split("\0") if name and (repo_root / name).is_file()]
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -65,21 +47,18 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], subprocess.CompletedProcess[str]]:
+def pipeline(
+    repo_root: Path, tiny_synth_root: Path, tiny_demo_params, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, str], subprocess.CompletedProcess[str]]:
     """The repository copy after one `dvc repro`: (copy, environment, the repro's output)."""
     copy = tmp_path_factory.mktemp("repo")
-    for name in _repo_files():
+    for name in _repo_files(repo_root):
         target = copy / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, target)
-    (copy / "data.dvc").unlink()  # pins the full synthetic benchmark; the copy gets a tiny one
-    write_synthetic(copy / "data", TINY_SYNTH, progress=False)
-    raw = yaml.safe_load((copy / "params.yaml").read_text())
-    raw["profiles"]["demo"] = TINY_DEMO
-    raw["evaluation"]["batch_size"] = 16
-    raw["tracking"]["system_metrics"] = False
-    raw["tracking"]["log_model"] = False
-    (copy / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        shutil.copy2(repo_root / name, target)
+    (copy / "data.dvc").unlink()  # pins the full synthetic benchmark; the copy gets the tiny one
+    shutil.copytree(tiny_synth_root, copy / "data")
+    tiny_demo_params(copy / "params.yaml")
     env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "SANET_"))}
     env |= {
         "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",

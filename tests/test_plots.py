@@ -20,12 +20,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from paths import REPO_ROOT
 
 from sanet.infra.errors import PlotsError
 from sanet.report.plots_page import VENDOR_FILES, render_offline_plots
 
-ROOT = Path(__file__).resolve().parents[1]
-PLOTS_TOOL = ROOT / "tools" / "plots"
+PLOTS_TOOL = REPO_ROOT / "tools" / "plots"
 VENDOR = PLOTS_TOOL / "node_modules"
 CHECK_RENDER = PLOTS_TOOL / "check_render.mjs"
 REMOTE = re.compile(r"^\s*(https?:)?//", re.IGNORECASE)

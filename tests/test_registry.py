@@ -16,7 +16,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,11 +29,10 @@ import torch
 from mlflow_server import running_mlflow_server
 from postgres import schema_url
 
-from sanet.config import GateTolerance, Params, resolve
+from sanet.config import GateTolerance, Params
 from sanet.engine.checkpoint import save_model_file
 from sanet.infra.hashing import file_md5
 from sanet.infra.tracking import TrackingError, run_tags, start_run
-from sanet.model.sanet import build_model
 from sanet.registry.errors import RegistryError
 from sanet.registry.gate import evaluate_gate
 from sanet.registry.promotion import promote
@@ -41,7 +40,7 @@ from sanet.registry.stage import run_register
 from sanet.registry.table import registry_table
 from sanet.serving import log_feature_model
 
-HEIGHT, WIDTH = 64, 32
+EXPERIMENT = "sanet-registry-test"
 TOLERANCE = GateTolerance(mAP=0.01, rank1=0.01)
 TRAIN_DATA_MD5 = "0123456789abcdef0123456789abcdef"
 PIPELINE_RUN = "20261125-104500-test01"
@@ -132,23 +131,7 @@ def test_a_benchmark_only_the_candidate_has_is_not_compared() -> None:
     assert {c.benchmark for c in decision.comparisons} == {"market1501"}
 
 
-# ---- fixtures: a tiny model, hand-written evaluations ---------------------------------------------------------------
-
-
-def _params(uri: str) -> Params:
-    return resolve(
-        {
-            "input": {"height": HEIGHT, "width": WIDTH},
-            "model": {"backbone": "resnet18", "pretrained": "none", "afe": {"width": 8, "layers": 2}},
-            "tracking": {"system_metrics": False, "uri": uri, "experiment": "sanet-registry-test"},
-        },
-        overrides=["model.mfe.seg_channels=8"],
-    )
-
-
-def _network(params: Params) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_model(params, num_classes=7).eval()
+# ---- fixtures: the tiny network of tests/conftest.py, hand-written evaluations ---------------------------------------
 
 
 def write_evaluations(
@@ -184,11 +167,13 @@ def write_evaluations(
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def model_file(
+    tiny_network_params: Callable[..., Params], tiny_network: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
     """A small model file (180 MB: five part branches) that no tracking store knows (its training run is in none)."""
-    params = _params("sqlite:///unused.db")
+    params = tiny_network_params(uri="sqlite:///unused.db", experiment=EXPERIMENT)
     path = tmp_path_factory.mktemp("model") / "model.pt"
-    yield save_model_file(path, _network(params), params, num_classes=7, meta={"train_run_id": "f" * 32})
+    yield save_model_file(path, tiny_network, params, num_classes=7, meta={"train_run_id": "f" * 32})
     path.unlink(missing_ok=True)  # large: pytest keeps the temporary folders of the last runs
 
 
@@ -234,10 +219,15 @@ def _uris() -> tuple[str, str | None]:
 
 
 @pytest.fixture(scope="module")
-def history(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
+def history(
+    server: str,
+    tiny_network_params: Callable[..., Params],
+    tiny_network: torch.nn.Module,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[History]:
     """Train (log the model once), register three times, promote version 3: snapshots after each step."""
     root = tmp_path_factory.mktemp("registry")
-    params = _params(server)
+    params = tiny_network_params(uri=server, experiment=EXPERIMENT)
     client = mlflow.MlflowClient(server, registry_uri=server)
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -246,7 +236,7 @@ def history(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[H
             tags = run_tags(params, TRAIN_DATA_MD5, stage="train", extra={"pipeline_run": PIPELINE_RUN})
             with start_run(params, stage="train", run_name="train (registry test)", tags=tags) as run:
                 meta = {"data_md5": TRAIN_DATA_MD5}  # what the weights are; the run is in the sidecar, as train does
-                path = save_model_file(root / "model.pt", _network(params), params, num_classes=7, meta=meta)
+                path = save_model_file(root / "model.pt", tiny_network, params, num_classes=7, meta=meta)
                 sidecar = {"model_md5": file_md5(path), "train_run_id": run.info.run_id, "pipeline_run": PIPELINE_RUN}
                 (root / "provenance.json").write_text(json.dumps(sidecar))
                 log_feature_model(path, params)
@@ -404,7 +394,8 @@ def test_the_champion_serves_by_alias(
         model = mlflow.pyfunc.load_model("models:/sanet@champion", dst_path=str(tmp_path))
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)  # the network is in memory now
-    images = np.random.default_rng(0).integers(0, 256, size=(3, HEIGHT, WIDTH, 3), dtype=np.uint8)
+    size = (3, history.params.input.height, history.params.input.width, 3)
+    images = np.random.default_rng(0).integers(0, 256, size=size, dtype=np.uint8)
     out = model.predict(images)
     assert out["features"].dtype == np.float32 and out["features"].shape[:2] == (3, 5)
     assert out["visibility"].dtype == np.bool_ and out["visibility"].shape == (3, 5)
@@ -420,12 +411,14 @@ def test_the_commands_leave_mlflows_process_wide_uri_alone(history: History) -> 
 
 
 @pytest.fixture
-def sqlite_params(tmp_path: Path, template_db: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Params]:
+def sqlite_params(
+    tiny_network_params: Callable[..., Params], tmp_path: Path, template_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Params]:
     """Params on a fresh sqlite store in tmp_path (the working directory: artifacts go to ./mlruns, removed after)."""
     shutil.copy(template_db, tmp_path / "store.db")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
-    yield _params(f"sqlite:///{tmp_path}/store.db")
+    yield tiny_network_params(uri=f"sqlite:///{tmp_path}/store.db", experiment=EXPERIMENT)
     shutil.rmtree(tmp_path / "mlruns", ignore_errors=True)
 
 
@@ -503,13 +496,13 @@ def test_show_and_promote_without_a_registered_model_say_how_to_create_it(sqlite
 
 
 def test_an_unreachable_tracking_server_fails_fast_before_anything_is_written(
-    model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_network_params: Callable[..., Params], model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    params = _params(f"http://127.0.0.1:{port}")
+    params = tiny_network_params(uri=f"http://127.0.0.1:{port}", experiment=EXPERIMENT)
     eval_dir = write_evaluations(tmp_path / "eval", file_md5(model_file), FIRST)
     started = time.monotonic()
     for call in (

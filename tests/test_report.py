@@ -4,81 +4,17 @@ byte-identical outputs, and the report's own MLflow run."""
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import mlflow
 import pytest
 from mlflow.entities import Metric, Param, RunTag
+from report_helpers import REAL, report_params, report_section, table_rows, write_eval, write_report
 
-from sanet.config import Params, load_params
+from sanet.config import Params
 from sanet.infra.errors import ReportError
 from sanet.infra.tracking import flat_params
-from sanet.report.stage import run_report
-
-PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
-DATA_MD5 = {"partial_ilids_p": "d" * 32}
-
-# Known inputs (fractions) and what the report must show for them (percent, one decimal).
-REAL = {
-    "partial_reid": {"rank1": 0.9012, "rank3": 0.95, "rank5": 0.97, "rank10": 0.99, "mAP": 0.8},
-    "partial_ilids_p": {"rank1": 0.7, "rank3": 0.8404, "rank5": 0.9, "rank10": 0.95, "mAP": 0.77349},
-    "market1501": {"rank1": 0.5, "rank3": 0.6, "rank5": 0.7, "rank10": 0.8, "mAP": 0.25},
-    "partial_reid_cropped": {"rank1": 0.6, "rank3": 0.7, "rank5": 0.8, "rank10": 0.9, "mAP": 0.55},
-}
-
-
-@pytest.fixture
-def workdir(template_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """tmp_path as the working directory, with an empty sqlite tracking store copied in."""
-    shutil.copy(template_db, tmp_path / "m.db")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("SANET_PIPELINE_RUN", raising=False)
-    yield tmp_path
-    mlflow.set_tracking_uri(None)
-
-
-def _params(tmp_path: Path, *overrides: str) -> Params:
-    return load_params(
-        PARAMS_FILE,
-        [
-            f"tracking.uri=sqlite:///{tmp_path / 'm.db'}",
-            "tracking.system_metrics=false",
-            f"tracking.artifact_location={tmp_path / 'artifacts'}",
-            *overrides,
-        ],
-    )
-
-
-def _write_eval(
-    eval_dir: Path, name: str, values: Mapping[str, float], synthetic: bool = False, pipeline_run: str | None = None
-) -> None:
-    folder = eval_dir / name
-    folder.mkdir(parents=True)
-    metrics = {**values, "mINP": values["mAP"] / 2, "num_query": 10, "num_gallery": 20}
-    (folder / "metrics.json").write_text(json.dumps(metrics))
-    run = {
-        "benchmark": name,
-        "synthetic": synthetic,
-        "variant": "sanet",
-        "backbone": "resnet18",
-        "profile": "demo",
-        "afe_layers": 5,
-        "afe_kernel": 3,
-        "triplet_weight": 0.1,
-        "distance": "part",
-        "data_md5": DATA_MD5.get(name, name[:1] * 32),
-        "model_file": "outputs/train/model.pt",
-        "model_md5": "a" * 32,
-    }
-    (folder / "run.json").write_text(json.dumps(run))
-    # the run-dependent facts: the sidecar beside the folder (sanet.infra.provenance), as `sanet evaluate` writes it
-    provenance = {"model_md5": "a" * 32, "mlflow_run_id": f"eval-{name}", "pipeline_run": pipeline_run}
-    (eval_dir / f"{name}.provenance.json").write_text(json.dumps(provenance))
-    curve = [values["rank1"], values["rank3"], values["rank3"], values["rank5"], values["rank5"], values["rank10"]]
-    (folder / "cmc.csv").write_text("rank,cmc\n" + "".join(f"{i},{v}\n" for i, v in enumerate(curve, 1)))
 
 
 def _write_training(train_dir: Path) -> None:
@@ -100,50 +36,20 @@ def _write_training(train_dir: Path) -> None:
     )
 
 
-def _report(tmp_path: Path, params: Params, ablations: bool = True):
-    return run_report(
-        params,
-        eval_dir=tmp_path / "eval",
-        train_dir=tmp_path / "train",
-        out=tmp_path / "reports" / "benchmark.md",
-        figures_dir=tmp_path / "reports" / "figures",
-        ablations=ablations,
-    )
-
-
-def _section(markdown: str, heading: str) -> str:
-    """The text of the section starting with `heading` up to the next heading of the same or a higher level."""
-    start = markdown.index(heading)
-    level = heading.split(" ")[0]
-    ends = [markdown.find("\n" + h + " ", start + 1) for h in ("#" * n for n in range(1, len(level) + 1))]
-    ends = [end for end in ends if end != -1]
-    return markdown[start : min(ends) if ends else len(markdown)]
-
-
-def _rows(section: str) -> dict[str, list[str]]:
-    """The table rows of a section keyed by their first cell (the header row too, under its first cell)."""
-    rows = {}
-    for line in section.splitlines():
-        if line.startswith("| ") and not line.startswith("|:"):
-            cells = [cell.strip() for cell in line.strip("|").split("|")]
-            rows.setdefault(cells[0], cells[1:])
-    return rows
-
-
 # ---- tables against known inputs -------------------------------------------------------------------------------
 
 
 def test_real_data_tables_show_ours_the_paper_and_the_difference(workdir: Path) -> None:
     for name, values in REAL.items():
-        _write_eval(workdir / "eval", name, values)
-    result = _report(workdir, _params(workdir))
+        write_eval(workdir / "eval", name, values)
+    result = write_report(workdir, report_params(workdir))
     markdown = result.path.read_text()
 
     assert not result.synthetic
     assert markdown.startswith("# SANet benchmark report")
     assert "Synthetic" not in markdown and "Paper reference" not in markdown
 
-    table1 = _rows(_section(markdown, "## Table 1"))
+    table1 = table_rows(report_section(markdown, "## Table 1"))
     assert table1["Method"] == [
         *(
             f"{b} {m}"
@@ -164,13 +70,13 @@ def test_real_data_tables_show_ours_the_paper_and_the_difference(workdir: Path) 
         table1["Δ ours − SANet (paper)"] == ["+1.4", "+2.7", "-1.5", "–", "–", "–", "-4.8", "+0.0", "+0.0"] + ["–"] * 3
     )
 
-    table2 = _rows(_section(markdown, "## Table 2"))
+    table2 = table_rows(report_section(markdown, "## Table 2"))
     assert table2["HPNet (paper)"] == ["–"] * 4
     assert table2["SANet (paper)"] == ["93.7", "80.1", "85.5", "67.1"]
     assert table2["Ours"] == ["50.0", "25.0", "not evaluated", "not evaluated"]
     assert table2["Δ ours − SANet (paper)"] == ["-43.7", "-55.1", "–", "–"]
 
-    full = _rows(_section(markdown, "## Full metrics"))
+    full = table_rows(report_section(markdown, "## Full metrics"))
     assert full["Partial-REID"][:8] == ["10", "20", "90.1", "95.0", "97.0", "99.0", "80.0", "40.0"]
     assert full["DukeMTMC-reID"][0] == "not evaluated"
 
@@ -193,18 +99,28 @@ def test_real_data_tables_show_ours_the_paper_and_the_difference(workdir: Path) 
 
 def test_synthetic_data_gets_a_banner_and_paper_numbers_apart(workdir: Path) -> None:
     for name, values in REAL.items():
-        _write_eval(workdir / "eval", name, values, synthetic=name == "market1501")
-    result = _report(workdir, _params(workdir))
+        write_eval(workdir / "eval", name, values, synthetic=name == "market1501")
+    result = write_report(workdir, report_params(workdir))
     markdown = result.path.read_text()
 
     assert result.synthetic
     assert markdown.startswith("> **Synthetic data: not comparable with the paper.**")
     assert "Δ" not in markdown
-    table1 = _section(markdown, "## Table 1")
+    table1 = report_section(markdown, "## Table 1")
     ours, reference = table1.split("Paper reference")
-    assert _rows(ours)["Ours (synthetic data)"][:3] == ["90.1", "95.0", "80.0"]
+    assert table_rows(ours)["Ours (synthetic data)"][:3] == ["90.1", "95.0", "80.0"]
     assert "88.7" not in ours and "SANet (paper)" not in ours
-    assert _rows(reference)["SANet (paper)"] == ["88.7", "92.3", "81.5", "84.9", "89.1", "86.5", "74.8", "84.0", "77.3"]
+    assert table_rows(reference)["SANet (paper)"] == [
+        "88.7",
+        "92.3",
+        "81.5",
+        "84.9",
+        "89.1",
+        "86.5",
+        "74.8",
+        "84.0",
+        "77.3",
+    ]
     assert result.terminal_table.splitlines()[0].startswith("Data: the project's synthetic benchmark")
 
 
@@ -213,7 +129,7 @@ def test_synthetic_data_gets_a_banner_and_paper_numbers_apart(workdir: Path) -> 
 
 def test_missing_eval_dir_is_a_report_error(workdir: Path) -> None:
     with pytest.raises(ReportError, match=r"no evaluation results in .*eval.*dvc repro"):
-        _report(workdir, _params(workdir))
+        write_report(workdir, report_params(workdir))
     assert not (workdir / "reports").exists()
 
 
@@ -226,19 +142,19 @@ def test_missing_eval_dir_is_a_report_error(workdir: Path) -> None:
     ],
 )
 def test_malformed_metrics_name_the_file(workdir: Path, content: str, problem: str) -> None:
-    _write_eval(workdir / "eval", "market1501", REAL["market1501"])
+    write_eval(workdir / "eval", "market1501", REAL["market1501"])
     bad = workdir / "eval" / "market1501" / "metrics.json"
     bad.write_text(content)
     with pytest.raises(ReportError) as error:
-        _report(workdir, _params(workdir))
+        write_report(workdir, report_params(workdir))
     assert str(bad) in str(error.value) and problem in str(error.value)
 
 
 def test_a_decreasing_cmc_curve_is_refused(workdir: Path) -> None:
-    _write_eval(workdir / "eval", "market1501", REAL["market1501"])
+    write_eval(workdir / "eval", "market1501", REAL["market1501"])
     (workdir / "eval" / "market1501" / "cmc.csv").write_text("rank,cmc\n1,0.5\n2,0.4\n")
     with pytest.raises(ReportError, match=r"cmc\.csv, line 3: the CMC curve decreases"):
-        _report(workdir, _params(workdir))
+        write_report(workdir, report_params(workdir))
 
 
 # ---- ablations from the tracking store -------------------------------------------------------------------------
@@ -265,15 +181,15 @@ def _fake_evaluate_run(
 
 
 def test_ablation_tables_come_from_matching_mlflow_runs(workdir: Path) -> None:
-    params = _params(workdir)
-    _write_eval(workdir / "eval", "partial_ilids_p", REAL["partial_ilids_p"])
+    params = report_params(workdir)
+    write_eval(workdir / "eval", "partial_ilids_p", REAL["partial_ilids_p"])
     client = mlflow.MlflowClient(params.tracking.uri)
     experiment = client.create_experiment("ablation", artifact_location=str(workdir / "artifacts"))
     scores = {"rank1": 0.5, "rank3": 0.6, "rank5": 0.7, "mAP": 0.4}
 
     def run(overrides: list[str], rank1: float, start: int, profile: str = "demo") -> str:
         return _fake_evaluate_run(
-            client, experiment, _params(workdir, *overrides), {**scores, "rank1": rank1}, start, profile
+            client, experiment, report_params(workdir, *overrides), {**scores, "rank1": rank1}, start, profile
         )
 
     hpnet = run(["model.variant=hpnet"], 0.20, start=2_000)
@@ -287,8 +203,8 @@ def test_ablation_tables_come_from_matching_mlflow_runs(workdir: Path) -> None:
         run(["model.afe.layers=7", "seed=1"], 0.90, start=3_000),  # another seed
     ]
 
-    markdown = _report(workdir, params).path.read_text()
-    table3 = _rows(_section(markdown, "### Table 3"))
+    markdown = write_report(workdir, params).path.read_text()
+    table3 = table_rows(report_section(markdown, "### Table 3"))
     paper = ["68.9", "80.7", "82.4", "72.2"]
     assert table3["HPNet"] == [
         "×",
@@ -306,10 +222,10 @@ def test_ablation_tables_come_from_matching_mlflow_runs(workdir: Path) -> None:
     assert table3["+ Global Branch"][2] == "30.0"
     assert table3["+ Fixed FE"][2:6] == ["not run (make ablations)", "–", "–", "–"]
     assert table3["SANet"][2] == "not run (make ablations)"
-    layers = _rows(_section(markdown, "### Table 4: AFE layers"))
+    layers = table_rows(report_section(markdown, "### Table 4: AFE layers"))
     assert layers["3 layers"] == ["40.0", "40.0", "74.8", "76.8", "-34.8", "-36.8"]
     assert layers["7 layers"][0] == "not run (make ablations)"
-    kernels = _rows(_section(markdown, "### Table 4: cell operation"))
+    kernels = table_rows(report_section(markdown, "### Table 4: cell operation"))
     assert kernels["Conv1×1"] == ["45.0", "40.0", "73.1", "75.9", "-28.1", "-35.9"]
     assert kernels["Conv3×3"][0] == "not run (make ablations)"
     # the runs shown are named in the sidecar, not in the report (a DVC output: run ids differ in every clone)
@@ -319,13 +235,13 @@ def test_ablation_tables_come_from_matching_mlflow_runs(workdir: Path) -> None:
 
 
 def test_ablation_search_failure_still_writes_the_report(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _write_eval(workdir / "eval", "partial_ilids_p", REAL["partial_ilids_p"])
+    write_eval(workdir / "eval", "partial_ilids_p", REAL["partial_ilids_p"])
 
     def broken(*args: object, **kwargs: object) -> None:
         raise mlflow.exceptions.MlflowException("the store is on fire")
 
     monkeypatch.setattr(mlflow.MlflowClient, "search_runs", broken)
-    markdown = _report(workdir, _params(workdir)).path.read_text()
+    markdown = write_report(workdir, report_params(workdir)).path.read_text()
     assert "The ablation search was skipped: the MLflow tracking store could not be searched" in markdown
     assert "the store is on fire" in markdown
 
@@ -334,15 +250,15 @@ def test_ablation_search_failure_still_writes_the_report(workdir: Path, monkeypa
 
 
 def test_two_runs_give_identical_files_and_an_mlflow_run(workdir: Path) -> None:
-    params = _params(workdir)
+    params = report_params(workdir)
     for name, values in REAL.items():
-        _write_eval(workdir / "eval", name, values, synthetic=True, pipeline_run="pipe-123")
+        write_eval(workdir / "eval", name, values, synthetic=True, pipeline_run="pipe-123")
     _write_training(workdir / "train")
 
-    first = _report(workdir, params)
+    first = write_report(workdir, params)
     assert [p.name for p in first.figures] == ["cmc.png", "training.png", "comparison.png"]
     before = {p: p.read_bytes() for p in [first.path, first.table_path, *first.figures]}
-    second = _report(workdir, params)
+    second = write_report(workdir, params)
     assert {p: p.read_bytes() for p in [second.path, second.table_path, *second.figures]} == before
 
     markdown = first.path.read_text()
@@ -350,7 +266,7 @@ def test_two_runs_give_identical_files_and_an_mlflow_run(workdir: Path) -> None:
     sidecar = json.loads((workdir / "reports" / "benchmark.provenance.json").read_text())
     assert sidecar["mlflow_run_id"] == second.mlflow_run_id and sidecar["pipeline_run"] == "pipe-123"
     assert sidecar["evaluation_run_ids"]["partial_reid"] == "eval-partial_reid"
-    training = _rows(_section(markdown, "## Training"))
+    training = table_rows(report_section(markdown, "## Training"))
     assert training["Untrained"][:1] == ["5.0"] and training["Trained"][:1] == ["50.0"]
     assert "![Training curves](figures/training.png)" in markdown
 

@@ -14,19 +14,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import tiny_data, tiny_overrides  # noqa: F401  (tiny_data is a fixture)
 
 from sanet.config import load_params
 from sanet.contracts.files import TRAIN_PROVENANCE_FILE
 from sanet.engine.checkpoint import load_model_file
-from sanet.evaluation.stage import model_md5, run_evaluate
+from sanet.evaluation.stage import run_evaluate
 from sanet.hpo.stage import run_hpo
+from sanet.infra.hashing import file_md5
 from sanet.infra.provenance import read_sidecar, sidecar_path
 from sanet.registry.stage import run_register
 from sanet.report.stage import run_report
 from sanet.train.stage import run_train
 
-REPO = Path(__file__).resolve().parents[1]
 TRAIN_OUTPUTS = ("model.pt", "metrics.json", "history.csv")  # the train stage's outs in dvc.yaml
 RUN_DEPENDENT = ("run_id", "pipeline_run", "git_sha", "images_per_second", "seconds", "evaluated_at", "version")
 
@@ -49,7 +48,9 @@ def _clone(base: Path, template_db: Path, name: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def clones(tiny_data, template_db: Path, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:  # noqa: F811
+def clones(
+    tiny_overrides, params_file: Path, template_db: Path, tmp_path_factory: pytest.TempPathFactory
+) -> list[dict]:
     """Two fresh clones, each with one training, one evaluation, one report and one registration of its own."""
     base = tmp_path_factory.mktemp("clones")
     done = []
@@ -60,10 +61,8 @@ def clones(tiny_data, template_db: Path, tmp_path_factory: pytest.TempPathFactor
             patch.chdir(folder)
             patch.delenv("MLFLOW_TRACKING_URI", raising=False)
             patch.setenv("SANET_PIPELINE_RUN", f"pipeline-{name}")  # another `make demo`: another pipeline run
-            overrides = tiny_overrides(
-                tiny_data, folder, "train.epochs=1", "train.threads=1", "tracking.log_model=false"
-            )
-            params = load_params(REPO / "params.yaml", overrides)
+            overrides = tiny_overrides(folder, "train.epochs=1", "train.threads=1", "tracking.log_model=false")
+            params = load_params(params_file, overrides)
             # the paths of dvc.yaml's commands, relative to the clone
             trained = run_train(params, out_dir="outputs/train", progress=False)
             assert torch.get_num_threads() == threads  # train.threads is the training's, not the caller's
@@ -82,7 +81,7 @@ def clones(tiny_data, template_db: Path, tmp_path_factory: pytest.TempPathFactor
                 "hpo.pruning.startup_trials=2",
                 "hpo.ranges.afe_layers={low: 1, high: 2}",
             ]
-            study = run_hpo(load_params(REPO / "params.yaml", [*overrides, *hpo]), "joint", progress=False)[1]
+            study = run_hpo(load_params(params_file, [*overrides, *hpo]), "joint", progress=False)[1]
         steps = {"train": trained, "evaluate": evaluated, "report": report, "register": registered, "study": study}
         done.append({"folder": folder, **steps})
     return done
@@ -98,7 +97,7 @@ def test_two_trainings_write_byte_identical_outputs(clones: list[dict]) -> None:
     assert not {"images_per_second", "train_seconds"} & set(json.loads((a / "metrics.json").read_text()))
     # the run-dependent facts: in the sidecar beside the outputs, naming the model file they belong to
     first, second = (read_sidecar(folder / TRAIN_PROVENANCE_FILE) for folder in (a, b))
-    assert first["model_md5"] == second["model_md5"] == model_md5(a / "model.pt")
+    assert first["model_md5"] == second["model_md5"] == file_md5(a / "model.pt")
     assert first["train_run_id"] == clones[0]["train"].run_id != second["train_run_id"]
     assert (first["pipeline_run"], second["pipeline_run"], first["threads"]) == ("pipeline-a", "pipeline-b", 1)
 
@@ -127,7 +126,7 @@ def test_the_report_and_the_registry_record_are_the_same_in_every_clone(clones: 
     record = json.loads((a / "registry.json").read_text())
     assert not [key for key in RUN_DEPENDENT if key in json.dumps(record)]
     assert record["decision"]["kind"] == "first"
-    assert record["model_md5"] == model_md5(a.parent / "outputs/train/model.pt")
+    assert record["model_md5"] == file_md5(a.parent / "outputs/train/model.pt")
     provenance = read_sidecar(sidecar_path(a / "registry.json"))
     result = clones[0]["register"]
     assert (provenance["version"], provenance["aliases"]) == (1, {"candidate": 1, "champion": 1})

@@ -25,6 +25,7 @@ import boto3
 import mlflow
 import pytest
 from botocore.config import Config
+from paths import PARAMS_FILE
 from s3_server import LocalS3
 
 from sanet.cli import main
@@ -33,7 +34,6 @@ from sanet.infra.errors import StorageError
 from sanet.infra.s3 import CHECKSUM_ENV, check_remote, configure_remote, parse_endpoint, parse_s3_url
 from sanet.infra.tracking import log_file, start_run
 
-PARAMS_FILE = str(Path(__file__).resolve().parents[1] / "params.yaml")
 DVC = str(Path(sys.executable).parent / "dvc")
 _names = itertools.count()
 
@@ -163,7 +163,7 @@ def test_dvc_push_then_pull_into_an_empty_cache_gives_back_every_byte(
 
     monkeypatch.chdir(repo)
     url = f"s3://{bucket}/dvc-store"
-    assert main(["remote", "setup", "--params", PARAMS_FILE, "--url", url, "--endpoint", s3.endpoint + "/"]) == 0
+    assert main(["remote", "setup", "--params", str(PARAMS_FILE), "--url", url, "--endpoint", s3.endpoint + "/"]) == 0
     assert url in capsys.readouterr().out
     shared, local = (repo / ".dvc" / "config").read_text(), (repo / ".dvc" / "config.local").read_text()
     assert url in shared and "remote = storage" in shared and s3.endpoint not in shared
@@ -304,7 +304,7 @@ def test_credentials_in_a_url_are_refused_without_being_echoed() -> None:
 
 
 def test_the_cli_prints_the_error_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["remote", "setup", "--params", PARAMS_FILE, "--url", "http://x"]) == 2
+    assert main(["remote", "setup", "--params", str(PARAMS_FILE), "--url", "http://x"]) == 2
     assert "not an S3 URL" in capsys.readouterr().err
 
 

@@ -1,9 +1,10 @@
-"""sanet.serving: a tiny untrained SANet logged as an MLflow pyfunc answers like the torch model it came from."""
+"""sanet.serving: the tiny untrained SANet of tests/conftest.py, logged as an MLflow pyfunc, answers like the torch
+model it came from."""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
 
@@ -14,32 +15,22 @@ import torch
 from mlflow.exceptions import MlflowException
 
 import sanet.serving as serving
-from sanet.config import Params, resolve
+from sanet.config import Params
 from sanet.data.transforms import normalize
 from sanet.engine.checkpoint import save_model_file
 from sanet.infra.tracking import TrackingError, start_run
-from sanet.model.sanet import build_model
 from sanet.serving import log_feature_model, pinned_requirements
 
-HEIGHT, WIDTH = 64, 32
+
+@pytest.fixture(scope="module")
+def params(tiny_network_params: Callable[..., Params]) -> Params:
+    return tiny_network_params()
 
 
 @pytest.fixture(scope="module")
-def params() -> Params:
-    return resolve(
-        {
-            "input": {"height": HEIGHT, "width": WIDTH},
-            "model": {"backbone": "resnet18", "pretrained": "none", "afe": {"width": 8, "layers": 2}},
-            "tracking": {"system_metrics": False},
-        },
-        overrides=["model.mfe.seg_channels=8"],
-    )
-
-
-@pytest.fixture(scope="module")
-def network(params: Params) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_model(params, num_classes=7).eval()
+def network(tiny_network: torch.nn.Module) -> torch.nn.Module:
+    """The untrained tiny network of tests/conftest.py (seed 0, 7 classes, eval mode)."""
+    return tiny_network
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +64,10 @@ def _normalised(images: np.ndarray) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def reference(network: torch.nn.Module) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
+def reference(params: Params, network: torch.nn.Module) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
     """Three random images and the torch model's own eval output on them."""
-    images = np.random.default_rng(0).integers(0, 256, size=(3, HEIGHT, WIDTH, 3), dtype=np.uint8)
+    size = (3, params.input.height, params.input.width, 3)
+    images = np.random.default_rng(0).integers(0, 256, size=size, dtype=np.uint8)
     with torch.no_grad():
         return images, network(_normalised(images))
 
@@ -111,23 +103,28 @@ def test_normalised_floats_and_split_batches_give_the_same_answer(
 @pytest.mark.parametrize(
     "batch",
     [
-        np.zeros((2, WIDTH, HEIGHT, 3), np.uint8),  # transposed size
-        np.zeros((2, HEIGHT, WIDTH, 3), np.float32),  # floats must be (B, 3, H, W)
-        np.zeros((HEIGHT, WIDTH, 3), np.uint8),  # no batch axis
-        np.zeros((0, HEIGHT, WIDTH, 3), np.uint8),
+        lambda height, width: np.zeros((2, width, height, 3), np.uint8),  # transposed size
+        lambda height, width: np.zeros((2, height, width, 3), np.float32),  # floats must be (B, 3, H, W)
+        lambda height, width: np.zeros((height, width, 3), np.uint8),  # no batch axis
+        lambda height, width: np.zeros((0, height, width, 3), np.uint8),
     ],
+    ids=["transposed", "floats", "no-batch-axis", "empty"],
 )
-def test_wrong_input_says_what_is_expected(loaded: mlflow.pyfunc.PyFuncModel, batch: np.ndarray) -> None:
-    with pytest.raises(MlflowException, match=rf"expected uint8 RGB images \(B, {HEIGHT}, {WIDTH}, 3\)"):
-        loaded.unwrap_python_model().predict(None, batch)
+def test_wrong_input_says_what_is_expected(
+    params: Params, loaded: mlflow.pyfunc.PyFuncModel, batch: Callable[[int, int], np.ndarray]
+) -> None:
+    height, width = params.input.height, params.input.width
+    with pytest.raises(MlflowException, match=rf"expected uint8 RGB images \(B, {height}, {width}, 3\)"):
+        loaded.unwrap_python_model().predict(None, batch(height, width))
 
 
 def test_logged_model_declares_its_input_and_pins_its_requirements(
-    loaded: mlflow.pyfunc.PyFuncModel, logged: tuple[str, Path]
+    params: Params, loaded: mlflow.pyfunc.PyFuncModel, logged: tuple[str, Path]
 ) -> None:
     signature = loaded.metadata.signature
     (image_spec,) = signature.inputs.inputs
-    assert image_spec.type == np.dtype(np.uint8) and image_spec.shape == (-1, HEIGHT, WIDTH, 3)
+    shape = (-1, params.input.height, params.input.width, 3)
+    assert image_spec.type == np.dtype(np.uint8) and image_spec.shape == shape
     assert {spec.name for spec in signature.outputs.inputs} == {"features", "visibility"}
     assert loaded.metadata.saved_input_example_info is not None
     (pickled,) = logged[1].rglob("python_model.pkl")

@@ -23,17 +23,6 @@ from sanet.data.synthetic.layouts import write_synthetic
 from sanet.data.synthetic.people import Identity
 from sanet.infra.errors import OverwriteError
 
-REPO = Path(__file__).resolve().parents[1]
-
-TINY = SynthParams.model_validate(
-    {
-        "seed": 3,
-        "market": {"train_ids": 5, "test_ids": 4, "distractors": 3, "junk": 2},
-        "duke": {"train_ids": 3, "test_ids": 4, "gallery_only_ids": 2},
-        "partial": {"partial_reid_ids": 4, "partial_reid_images": 2, "partial_ilids_ids": 5},
-    }
-)
-
 
 def _digest(root: Path) -> dict[str, str]:
     return {
@@ -42,31 +31,39 @@ def _digest(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def synth(tiny_synth_with) -> SynthParams:
+    """The tiny benchmark of tests/conftest.py with a seed other than the default (the marker must record the one
+    given), two images per Partial-REID identity (the per-identity counts), and more partial identities (what most
+    crops or occluders do to the feet and the image heights is asserted over them)."""
+    return tiny_synth_with(seed=3, partial={"partial_reid_ids": 4, "partial_reid_images": 2, "partial_ilids_ids": 5})
+
+
+@pytest.fixture(scope="module")
+def tiny(synth: SynthParams, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "data"
-    write_synthetic(out, TINY, progress=False)
+    write_synthetic(out, synth, progress=False)
     return out
 
 
-def test_same_seed_gives_byte_identical_files(tiny: Path, tmp_path: Path) -> None:
+def test_same_seed_gives_byte_identical_files(synth: SynthParams, tiny: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
-    write_synthetic(again, TINY, progress=False)
+    write_synthetic(again, synth, progress=False)
     first, second = _digest(tiny), _digest(again)
     assert len(first) > 100
     assert first == second
 
 
-def test_another_seed_gives_other_images(tiny: Path, tmp_path: Path) -> None:
+def test_another_seed_gives_other_images(synth: SynthParams, tiny: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
-    write_synthetic(other, TINY.model_copy(update={"seed": 4}), progress=False)
+    write_synthetic(other, synth.model_copy(update={"seed": 4}), progress=False)
     a, b = _digest(tiny), _digest(other)
     shared = set(a) & set(b)
     assert sum(a[k] == b[k] for k in shared) < len(shared) // 10
 
 
-def test_market_layout_and_protocol(tiny: Path) -> None:
+def test_market_layout_and_protocol(synth: SynthParams, tiny: Path) -> None:
     bench = build_benchmark("market1501", tiny, verify_images=True)
-    m = TINY.market
+    m = synth.market
     assert bench.num_train_pids == m.train_ids
     assert sorted({r.pid for r in bench.train}) == list(range(m.train_ids))  # relabelled
     query_pids = {r.pid for r in bench.query}
@@ -84,9 +81,9 @@ def test_market_layout_and_protocol(tiny: Path) -> None:
     assert not raw & {r.pid for r in bench.query}
 
 
-def test_duke_layout_uses_eight_cameras_and_gallery_only_identities(tiny: Path) -> None:
+def test_duke_layout_uses_eight_cameras_and_gallery_only_identities(synth: SynthParams, tiny: Path) -> None:
     bench = build_benchmark("dukemtmc", tiny, verify_images=True)
-    d = TINY.duke
+    d = synth.duke
     assert bench.num_train_pids == d.train_ids
     query_pids = {r.pid for r in bench.query}
     gallery_pids = {r.pid for r in bench.gallery}
@@ -100,15 +97,20 @@ def test_duke_layout_uses_eight_cameras_and_gallery_only_identities(tiny: Path) 
 
 
 @pytest.mark.parametrize(
-    ("name", "ids", "per_id"),
+    ("name", "ids_key", "per_id_key"),
     [
-        ("partial_reid", TINY.partial.partial_reid_ids, TINY.partial.partial_reid_images),
-        ("partial_reid_cropped", TINY.partial.partial_reid_ids, TINY.partial.partial_reid_images),
-        ("partial_ilids_p", TINY.partial.partial_ilids_ids, 1),
-        ("partial_ilids_o", TINY.partial.partial_ilids_ids, 1),
+        ("partial_reid", "partial_reid_ids", "partial_reid_images"),
+        ("partial_reid_cropped", "partial_reid_ids", "partial_reid_images"),
+        ("partial_ilids_p", "partial_ilids_ids", None),  # one probe and one gallery image per identity
+        ("partial_ilids_o", "partial_ilids_ids", None),
     ],
+    ids=["partial_reid", "partial_reid_cropped", "partial_ilids_p", "partial_ilids_o"],
 )
-def test_partial_layouts_and_protocol(tiny: Path, name: str, ids: int, per_id: int) -> None:
+def test_partial_layouts_and_protocol(
+    synth: SynthParams, tiny: Path, name: str, ids_key: str, per_id_key: str | None
+) -> None:
+    ids = getattr(synth.partial, ids_key)
+    per_id = getattr(synth.partial, per_id_key) if per_id_key else 1
     bench = build_benchmark(name, tiny, verify_images=True)
     assert bench.train == []
     assert len(bench.query) == len(bench.gallery) == ids * per_id
@@ -116,17 +118,17 @@ def test_partial_layouts_and_protocol(tiny: Path, name: str, ids: int, per_id: i
     assert {r.camid for r in bench.query} == {0} and {r.camid for r in bench.gallery} == {1}
 
 
-def test_partial_images_vary_in_vertical_extent(tiny: Path) -> None:
+def test_partial_images_vary_in_vertical_extent(synth: SynthParams, tiny: Path) -> None:
     base = tiny / "Partial-REID_Dataset"
     whole = {Image.open(p).size for p in (base / "whole_body_images").glob("*.jpg")}
     partial = [Image.open(p).size for p in (base / "partial_body_images").glob("*.jpg")]
-    assert whole == {(TINY.image_width, TINY.image_height)}
+    assert whole == {(synth.image_width, synth.image_height)}
     heights = [h for _, h in partial]
-    assert max(heights) < TINY.image_height and len(set(heights)) > len(heights) // 2
+    assert max(heights) < synth.image_height and len(set(heights)) > len(heights) // 2
 
 
-def test_ilids_dsr_probe_is_the_fpr_probe_without_its_occluder(tiny: Path) -> None:
-    for pid in range(1, TINY.partial.partial_ilids_ids + 1):
+def test_ilids_dsr_probe_is_the_fpr_probe_without_its_occluder(synth: SynthParams, tiny: Path) -> None:
+    for pid in range(1, synth.partial.partial_ilids_ids + 1):
         fpr = Image.open(tiny / "PartialILIDS" / "Probe" / f"{pid:04d}.jpg")
         dsr = Image.open(tiny / "Partial_iLIDS" / "Probe" / f"{pid:03d}.jpg")
         assert dsr.width == fpr.width and dsr.height < fpr.height
@@ -173,8 +175,8 @@ def test_keypoints_follow_cropping_and_occlusion(tiny: Path) -> None:
     assert np.mean([v == 1 for v in ankles["occluded"]]) > 0.5  # occluded feet are labelled but hidden
 
 
-def test_identities_need_more_than_one_colour() -> None:
-    params = load_params(REPO / "params.yaml").synth
+def test_identities_need_more_than_one_colour(params_file: Path) -> None:
+    params = load_params(params_file).synth
     identities = [Identity.sample(params.seed, 1, pid) for pid in range(1, params.market.train_ids + 1)]
     tops = Counter(i.top for i in identities)
     assert len(tops) < len(identities) / 2  # many identities share a top colour...
@@ -184,35 +186,35 @@ def test_identities_need_more_than_one_colour() -> None:
     assert len(cues) == len(identities)
 
 
-def test_marker_records_the_parameters(tiny: Path) -> None:
+def test_marker_records_the_parameters(synth: SynthParams, tiny: Path) -> None:
     marker = json.loads((tiny / MARKER_FILE).read_text())
-    assert marker["params"]["seed"] == TINY.seed
+    assert marker["params"]["seed"] == synth.seed
     assert sum(marker["images"].values()) == len(list(tiny.rglob("*.jpg")))
 
 
-def test_regenerating_replaces_only_the_benchmark_folders(tmp_path: Path) -> None:
+def test_regenerating_replaces_only_the_benchmark_folders(synth: SynthParams, tmp_path: Path) -> None:
     out = tmp_path / "data"
-    write_synthetic(out, TINY, progress=False)
+    write_synthetic(out, synth, progress=False)
     stale = out / "Market-1501-v15.09.15" / "query" / "9999_c1s1_000001_01.jpg"
     stale.write_bytes(b"stale")
     (out / "notes.txt").write_text("mine")
-    write_synthetic(out, TINY, progress=False)
+    write_synthetic(out, synth, progress=False)
     assert not stale.exists()
     assert (out / "notes.txt").read_text() == "mine"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
 
-def test_refuses_to_overwrite_real_data(tmp_path: Path) -> None:
+def test_refuses_to_overwrite_real_data(synth: SynthParams, tmp_path: Path) -> None:
     real = tmp_path / "data" / "Market-1501-v15.09.15" / "query"
     real.mkdir(parents=True)
     (real / "0001_c1s1_000001_00.jpg").write_bytes(b"precious")
     with pytest.raises(OverwriteError, match="looks like real data"):
-        write_synthetic(tmp_path / "data", TINY, progress=False)
+        write_synthetic(tmp_path / "data", synth, progress=False)
     assert (real / "0001_c1s1_000001_00.jpg").read_bytes() == b"precious"
 
 
-def test_contact_sheet_shows_every_column() -> None:
-    sheet = contact_sheet(TINY, identities=2, cell_height=64)
+def test_contact_sheet_shows_every_column(synth: SynthParams) -> None:
+    sheet = contact_sheet(synth, identities=2, cell_height=64)
     assert sheet.size == (12 * (32 + 4) + 4, 16 + 2 * (64 + 4))
     arr = np.asarray(sheet)
     for col in range(12):
@@ -227,12 +229,12 @@ def test_all_six_benchmarks_are_generated(tiny: Path) -> None:
 
 
 @pytest.mark.slow
-def test_default_benchmark_reproduces_data_dvc(tmp_path: Path) -> None:
+def test_default_benchmark_reproduces_data_dvc(repo_root: Path, tmp_path: Path) -> None:
     """`sanet synth --out data` with the repository's params gives exactly what data.dvc pins."""
     dvc = [sys.executable, "-m", "dvc"]
-    shutil.copy(REPO / "data.dvc", tmp_path / "data.dvc")
+    shutil.copy(repo_root / "data.dvc", tmp_path / "data.dvc")
     subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
-    write_synthetic(tmp_path / "data", load_params(REPO / "params.yaml").synth, progress=False)
+    write_synthetic(tmp_path / "data", load_params(repo_root / "params.yaml").synth, progress=False)
     # `dvc commit` without --force refuses a changed output: it succeeds only when the hash matches.
     commit = subprocess.run([*dvc, "commit", "data.dvc"], cwd=tmp_path, capture_output=True, text=True)
     assert commit.returncode == 0, commit.stderr

@@ -9,45 +9,23 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from paths import PARAMS_FILE
 
-from sanet.config import Params, SynthParams, load_params
+from sanet.config import Params, load_params
 from sanet.contracts.files import CHECKPOINT_FILE, MODEL_FILE
-from sanet.data.synthetic.layouts import write_synthetic
 from sanet.engine.checkpoint import STATE_FORMAT, load_checkpoint, load_model_file
 from sanet.engine.errors import CheckpointError
-from sanet.masks.stage import run_masks
 from sanet.train.errors import TrainingError
 from sanet.train.stage import EXIT_PREEMPTED, TrainHooks, run_train
 
-REPO = Path(__file__).resolve().parents[1]
 SANET = str(Path(sys.executable).with_name("sanet"))
-
-TINY_SYNTH = SynthParams.model_validate(
-    {
-        "market": {"train_ids": 6, "test_ids": 4, "distractors": 2, "junk": 1},
-        "duke": {"train_ids": 2, "test_ids": 2, "gallery_only_ids": 1},
-        "partial": {"partial_reid_ids": 2, "partial_reid_images": 1, "partial_ilids_ids": 2},
-    }
-)
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A tiny synthetic Market-1501 with its part masks: (data root, mask folder)."""
-    base = tmp_path_factory.mktemp("train")
-    root, masks = base / "data", base / "masks"
-    write_synthetic(root, TINY_SYNTH, progress=False)
-    params = load_params(REPO / "params.yaml", ["profile=demo"])
-    run_masks(
-        params, "market1501", root=root, out_dir=masks, coverage_file=base / "cov.json", progress=False, track=False
-    )
-    return root, masks
 
 
 @pytest.fixture(autouse=True)
@@ -57,37 +35,14 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-def tiny_overrides(tiny_data: tuple[Path, Path], store: Path, *extra: str) -> list[str]:
-    root, masks = tiny_data
-    return [
-        "profile=demo",
-        f"data.root={root}",
-        f"masks.out_dir={masks}",
-        "data.workers=0",
-        "input.height=64",
-        "input.width=32",
-        "model.afe.width=8",
-        "model.afe.layers=2",
-        "model.mfe.seg_channels=8",
-        "train.epochs=2",
-        "train.batch_size=4",
-        "train.instances_per_id=2",
-        "train.warmup_epochs=0.5",
-        "train.log_every=2",
-        "evaluation.batch_size=16",
-        "tracking.system_metrics=false",
-        f"tracking.uri=sqlite:///{store / 'mlflow.db'}",
-        *extra,
-    ]
+def tiny_params(tiny_overrides: Callable[..., list[str]], store: Path, *extra: str) -> Params:
+    """The tiny training of tests/conftest.py, tracked in `store`, logging no model."""
+    return load_params(PARAMS_FILE, tiny_overrides(store, "tracking.log_model=false", *extra))
 
 
-def tiny_params(tiny_data: tuple[Path, Path], store: Path, *extra: str) -> Params:
-    return load_params(REPO / "params.yaml", tiny_overrides(tiny_data, store, "tracking.log_model=false", *extra))
-
-
-def test_training_writes_its_outputs_and_one_complete_mlflow_run(tiny_data, tmp_path: Path) -> None:
+def test_training_writes_its_outputs_and_one_complete_mlflow_run(tiny_overrides, tmp_path: Path) -> None:
     overrides = ["train.temperature.schedule=exponential", "train.temperature.final=0.5", "tracking.log_model=true"]
-    params = load_params(REPO / "params.yaml", tiny_overrides(tiny_data, tmp_path, *overrides))
+    params = load_params(PARAMS_FILE, tiny_overrides(tmp_path, *overrides))
     result = run_train(params, out_dir=tmp_path / "out", device="cpu", progress=False)
 
     assert not result.interrupted and result.epoch == 2 and result.global_step > 2
@@ -133,8 +88,8 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["state_dict"]
 
 
-def test_interrupted_and_resumed_training_ends_with_identical_weights(tiny_data, tmp_path: Path) -> None:
-    params = tiny_params(tiny_data, tmp_path, "train.deterministic=true", "train.eval_untrained=false")
+def test_interrupted_and_resumed_training_ends_with_identical_weights(tiny_overrides, tmp_path: Path) -> None:
+    params = tiny_params(tiny_overrides, tmp_path, "train.deterministic=true", "train.eval_untrained=false")
     whole = run_train(params, out_dir=tmp_path / "whole", device="cpu", progress=False)
 
     first = run_train(params, out_dir=tmp_path / "parts", device="cpu", progress=False, stop_after_steps=3)
@@ -161,10 +116,10 @@ def test_interrupted_and_resumed_training_ends_with_identical_weights(tiny_data,
     assert first.run_id == second.run_id == third.run_id
 
 
-def test_resuming_under_other_training_parameters_is_refused(tiny_data, tmp_path: Path) -> None:
-    params = tiny_params(tiny_data, tmp_path, "train.eval_untrained=false", "train.lr=0.02")
+def test_resuming_under_other_training_parameters_is_refused(tiny_overrides, tmp_path: Path) -> None:
+    params = tiny_params(tiny_overrides, tmp_path, "train.eval_untrained=false", "train.lr=0.02")
     run_train(params, out_dir=tmp_path / "out", device="cpu", progress=False, stop_after_steps=1)
-    changed = tiny_params(tiny_data, tmp_path, "train.eval_untrained=false", "train.lr=0.05")
+    changed = tiny_params(tiny_overrides, tmp_path, "train.eval_untrained=false", "train.lr=0.05")
     with pytest.raises(CheckpointError, match=r"train\.lr: 0\.02 in the checkpoint, 0\.05 now[\s\S]*--fresh"):
         run_train(changed, out_dir=tmp_path / "out", device="cpu", progress=False)
     fresh = run_train(changed, out_dir=tmp_path / "out", device="cpu", progress=False, resume=False, stop_after_steps=1)
@@ -177,10 +132,10 @@ def _cli_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_data, tmp_path: Path) -> None:
-    overrides = tiny_overrides(tiny_data, tmp_path, "train.epochs=200", "train.eval_untrained=false")
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_overrides, tmp_path: Path) -> None:
+    overrides = tiny_overrides(tmp_path, "train.epochs=200", "train.eval_untrained=false")
     overrides.append("tracking.log_model=false")
-    args = [SANET, "train", "--params", str(REPO / "params.yaml"), "--quiet", "--device", "cpu"]
+    args = [SANET, "train", "--params", str(PARAMS_FILE), "--quiet", "--device", "cpu"]
     args += ["--out", str(tmp_path / "out")]
     args += [f"--set={o}" for o in overrides]
     checkpoint = tmp_path / "out" / CHECKPOINT_FILE
@@ -212,10 +167,10 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_unreachable_tracking_server_stops_the_run_before_training(tiny_data, tmp_path: Path) -> None:
+def test_unreachable_tracking_server_stops_the_run_before_training(tiny_overrides, tmp_path: Path) -> None:
     uri = f"http://127.0.0.1:{_closed_port()}"
-    overrides = tiny_overrides(tiny_data, tmp_path)
-    args = [SANET, "train", "--params", str(REPO / "params.yaml"), "--quiet", "--device", "cpu"]
+    overrides = tiny_overrides(tmp_path)
+    args = [SANET, "train", "--params", str(PARAMS_FILE), "--quiet", "--device", "cpu"]
     args += ["--out", str(tmp_path / "out")]
     args += [f"--set={o}" for o in overrides]
     env = _cli_env(tmp_path) | {"MLFLOW_TRACKING_URI": uri}  # the environment overrides tracking.uri
@@ -257,15 +212,15 @@ sys.exit(code)
 """
 
 
-def test_two_process_ddp_on_cpu_trains_and_only_rank_0_writes(tiny_data, tmp_path: Path) -> None:
+def test_two_process_ddp_on_cpu_trains_and_only_rank_0_writes(tiny_overrides, tmp_path: Path) -> None:
     watched, reports = tmp_path / "watched", tmp_path / "reports"
     watched.mkdir()
     reports.mkdir()
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT)
-    overrides = tiny_overrides(tiny_data, watched, "train.eval_untrained=false", "tracking.log_model=false")
+    overrides = tiny_overrides(watched, "train.eval_untrained=false", "tracking.log_model=false")
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
-    args += [str(watched), str(reports), "train", "--params", str(REPO / "params.yaml"), "--quiet"]
+    args += [str(watched), str(reports), "train", "--params", str(PARAMS_FILE), "--quiet"]
     args += ["--device", "cpu", "--out", str(watched / "out")]
     args += [f"--set={o}" for o in overrides]
     env = _cli_env(tmp_path) | {"OMP_NUM_THREADS": "1"}
@@ -287,8 +242,10 @@ def test_two_process_ddp_on_cpu_trains_and_only_rank_0_writes(tiny_data, tmp_pat
     assert len(runs) == 1 and runs[0].data.tags["world_size"] == "2"
 
 
-def test_validation_on_held_out_identities_reports_every_epoch_to_the_hooks(tiny_data, tmp_path: Path) -> None:
-    params = tiny_params(tiny_data, tmp_path, "train.val_ids=2", "train.eval_every=1", "train.eval_untrained=false")
+def test_validation_on_held_out_identities_reports_every_epoch_to_the_hooks(tiny_overrides, tmp_path: Path) -> None:
+    params = tiny_params(
+        tiny_overrides, tmp_path, "train.val_ids=2", "train.eval_every=1", "train.eval_untrained=false"
+    )
     seen: list[tuple[int, float]] = []
     hooks = TrainHooks(
         run_name="trial 0",
@@ -313,8 +270,10 @@ def test_validation_on_held_out_identities_reports_every_epoch_to_the_hooks(tiny
     assert meta["final"] == result.final
 
 
-def test_a_hook_that_raises_stops_the_training_and_fails_its_run(tiny_data, tmp_path: Path) -> None:
-    params = tiny_params(tiny_data, tmp_path, "train.val_ids=2", "train.eval_every=1", "train.eval_untrained=false")
+def test_a_hook_that_raises_stops_the_training_and_fails_its_run(tiny_overrides, tmp_path: Path) -> None:
+    params = tiny_params(
+        tiny_overrides, tmp_path, "train.val_ids=2", "train.eval_every=1", "train.eval_untrained=false"
+    )
 
     class Stop(Exception):
         pass
@@ -330,8 +289,8 @@ def test_a_hook_that_raises_stops_the_training_and_fails_its_run(tiny_data, tmp_
     assert run.info.status == "FAILED"
 
 
-def test_holding_out_more_identities_than_the_split_has_stops_before_training(tiny_data, tmp_path: Path) -> None:
-    params = tiny_params(tiny_data, tmp_path, "train.val_ids=5")
+def test_holding_out_more_identities_than_the_split_has_stops_before_training(tiny_overrides, tmp_path: Path) -> None:
+    params = tiny_params(tiny_overrides, tmp_path, "train.val_ids=5")
     with pytest.raises(TrainingError, match=r"train\.val_ids: .*leaves fewer than 2 to train on"):
         run_train(params, out_dir=tmp_path / "out", device="cpu", progress=False)
     assert not (tmp_path / "out").exists()
