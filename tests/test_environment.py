@@ -41,7 +41,10 @@ def test_lock_pins_the_required_stack() -> None:
         "dvc",
         "dvc-s3",
         "optuna",
-        "optuna-integration",
+        "s3fs",  # the cluster steps' S3 transfers
+        "dvc-data",  # the DVC remote's layout, read in a pod
+        "psutil",  # MLflow's system metrics
+        "nvidia-ml-py",  # MLflow's GPU metrics
         "pandas",
         "boto3",
         "pydantic",
@@ -51,6 +54,7 @@ def test_lock_pins_the_required_stack() -> None:
         "psycopg-binary",
     ):
         assert name in RUNTIME, name
+    assert "optuna-integration" not in RUNTIME  # declared once, never imported: removed (issue 18)
     for name in ("pytest", "hypothesis", "ruff", "moto", "flask"):  # flask: moto[server]'s extra
         assert name in DEV, name
     assert RUNTIME["mlflow"].split(".")[0] == "3"
