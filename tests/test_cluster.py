@@ -1,5 +1,8 @@
 """Cluster steps' plumbing: folders to and from URIs (local and S3), fetching data from a DVC remote, torchrun.
 
+S3 transfers run against moto's S3 server (tests/s3_server.py). Faults are injected deterministically by wrapping
+s3fs's per-file coroutines (a connection reset mid-file, a truncated or altered body), and the server counts the
+requests it is handling at once, so that concurrency is seen where it matters: at the server.
 The steps themselves run end to end in tests/test_kfp_local.py.
 """
 
@@ -7,20 +10,28 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
+import s3fs
 import yaml
 from s3_server import LocalS3
 
 from sanet.cluster.fetch import dvc_object_uri, fetch_data
 from sanet.cluster.steps import torchrun_command
-from sanet.cluster.transfer import download, download_file, exists, join_uri, local_path, upload
+from sanet.cluster.transfer import VERIFY_ENV, download, download_file, exists, join_uri, local_path, upload
 from sanet.cluster.workspace import scratch_overrides, step_overrides, step_params, weights
 from sanet.data.benchmarks import BenchmarkError
 from sanet.infra.errors import StorageError
@@ -42,17 +53,23 @@ def folder(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def s3() -> Iterator[str]:
-    """A bucket on moto's S3 server, with the environment boto3 reads pointing at it."""
+def s3_server() -> Iterator[LocalS3]:
+    """moto's S3 server holding the bucket `team`, with the environment boto3 and s3fs read pointing at it."""
     with LocalS3() as server, pytest.MonkeyPatch.context() as env:
-        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", VERIFY_ENV):
             env.delenv(key, raising=False)
         env.setenv("AWS_ACCESS_KEY_ID", "testing")
         env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         env.setenv("AWS_DEFAULT_REGION", "us-east-1")
         env.setenv("AWS_ENDPOINT_URL", server.endpoint)
         boto3.client("s3").create_bucket(Bucket="team")
-        yield server.endpoint
+        yield server
+
+
+@pytest.fixture
+def s3(s3_server: LocalS3) -> str:
+    """The endpoint of `s3_server`."""
+    return s3_server.endpoint
 
 
 def test_join_uri_for_s3_file_and_plain_paths() -> None:
@@ -96,6 +113,147 @@ def test_a_missing_folder_is_an_error_naming_it_unless_allowed(tmp_path: Path, s
 def test_an_unknown_bucket_is_a_storage_error(tmp_path: Path, s3: str) -> None:
     with pytest.raises(StorageError, match="s3://no-such-bucket/x"):
         download("s3://no-such-bucket/x", tmp_path / "x")
+
+
+@dataclass
+class InFlight:
+    """The most requests of each HTTP method that the S3 server was handling at the same moment."""
+
+    most: Counter[str] = field(default_factory=Counter)
+    _now: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def enter(self, method: str) -> None:
+        with self._lock:
+            self._now[method] += 1
+            self.most[method] = max(self.most[method], self._now[method])
+
+    def leave(self, method: str) -> None:
+        with self._lock:
+            self._now[method] -= 1
+
+
+@pytest.fixture
+def in_flight(monkeypatch: pytest.MonkeyPatch) -> InFlight:
+    """Count the requests moto's server handles at once; each takes 20 ms more, a round trip's worth."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    counts = InFlight()
+    handle = DomainDispatcherApplication.__call__
+
+    def counted(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
+        counts.enter(environ["REQUEST_METHOD"])
+        try:
+            time.sleep(0.02)  # requests a client sends together overlap here; one at a time never does
+            return handle(self, environ, start_response)
+        finally:
+            counts.leave(environ["REQUEST_METHOD"])
+
+    monkeypatch.setattr(DomainDispatcherApplication, "__call__", counted)
+    return counts
+
+
+def _files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def test_s3_transfers_keep_many_requests_in_flight(tmp_path: Path, s3: str, in_flight: InFlight) -> None:
+    rng = random.Random(0)
+    source = tmp_path / "many"
+    for i in range(40):
+        (source / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
+        (source / f"d{i % 4}" / f"{i:03}.bin").write_bytes(rng.randbytes(100 + i))
+    assert upload(source, "s3://team/many").files == 40
+    assert download("s3://team/many", tmp_path / "back").files == 40
+    assert _tree(tmp_path / "back") == _tree(source)
+    assert in_flight.most["PUT"] >= 4 and in_flight.most["GET"] >= 4, dict(in_flight.most)
+
+
+def _wrap_get_file(monkeypatch: pytest.MonkeyPatch, after: Callable[[str, Path], None]) -> None:
+    """s3fs's per-file download, followed by `after(key, local file)` (which may raise, or damage the file)."""
+    get_file = s3fs.S3FileSystem._get_file
+
+    async def wrapped(self: Any, rpath: str, lpath: str, **kwargs: Any) -> Any:
+        result = await get_file(self, rpath, lpath, **kwargs)
+        after(rpath, Path(lpath))
+        return result
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_get_file", wrapped)
+
+
+def test_an_interrupted_download_leaves_no_partial_file(
+    folder: Path, tmp_path: Path, s3: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upload(folder, "s3://team/runs/1/data")
+
+    def reset(key: str, local: Path) -> None:
+        if key.endswith("a/b/x.bin"):
+            local.write_bytes(local.read_bytes()[:300])  # what had arrived when the connection went
+            raise ConnectionResetError("connection reset by peer")
+
+    with monkeypatch.context() as patch:
+        _wrap_get_file(patch, reset)
+        with pytest.raises(StorageError, match="s3://team/runs/1/data: ConnectionResetError"):
+            download("s3://team/runs/1/data", tmp_path / "back")
+        assert _files(tmp_path / "back") == []  # neither a truncated x.bin nor a .part file
+        with pytest.raises(StorageError, match=r"s3://team/runs/1/data/a/b/x\.bin: ConnectionResetError"):
+            download_file("s3://team/runs/1/data/a/b/x.bin", tmp_path / "one.bin")
+        assert _files(tmp_path) == _files(tmp_path / "source")
+    assert download("s3://team/runs/1/data", tmp_path / "back").files == 2  # the retry gets everything
+    assert _tree(tmp_path / "back") == _tree(folder)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [(lambda data: data[:-1], "999 bytes here and 1000 in the store: truncated"), (lambda data: data[::-1], "corrupt")],
+    ids=["truncated", "altered"],
+)
+def test_a_damaged_download_is_refused_and_not_kept(
+    folder: Path,
+    tmp_path: Path,
+    s3: str,
+    monkeypatch: pytest.MonkeyPatch,
+    damage: Callable[[bytes], bytes],
+    message: str,
+) -> None:
+    upload(folder, "s3://team/runs/1/data")
+
+    def spoil(key: str, local: Path) -> None:
+        if key.endswith("a/b/x.bin"):
+            local.write_bytes(damage(local.read_bytes()))
+
+    _wrap_get_file(monkeypatch, spoil)
+    with pytest.raises(StorageError, match=f"s3://team/runs/1/data: a/b/x.bin .*{message}"):
+        download("s3://team/runs/1/data", tmp_path / "back")
+    assert _files(tmp_path / "back") == []
+    with pytest.raises(StorageError, match=f"a/b/x.bin: .*one.bin .*{message}"):
+        download_file("s3://team/runs/1/data/a/b/x.bin", tmp_path / "one.bin")
+    assert not (tmp_path / "one.bin").exists() and not (tmp_path / ".one.bin.part").exists()
+
+
+def test_sizes_only_where_etags_are_not_md5s(
+    folder: Path, tmp_path: Path, s3: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upload(folder, "s3://team/runs/1/data")
+    _wrap_get_file(monkeypatch, lambda key, local: local.write_bytes(local.read_bytes()[::-1]))
+    monkeypatch.setenv(VERIFY_ENV, "size")  # an SSE-KMS bucket: the ETag is no MD5, the size still is checked
+    assert download("s3://team/runs/1/data", tmp_path / "back").files == 2
+
+
+def test_an_upload_the_store_holds_differently_is_refused(
+    folder: Path, s3: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put_file = s3fs.S3FileSystem._put_file
+
+    async def swapped(self: Any, lpath: str, rpath: str, **kwargs: Any) -> Any:
+        if not lpath.endswith("top.txt"):
+            return await put_file(self, lpath, rpath, **kwargs)
+        bucket, key, _ = self.split_path(rpath)
+        return await self._call_s3("put_object", Bucket=bucket, Key=key, Body=b"tip")  # same size, other bytes
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_put_file", swapped)
+    with pytest.raises(StorageError, match=r"s3://team/up: top\.txt has MD5 .* corrupt"):
+        upload(folder, "s3://team/up")
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +302,37 @@ def test_a_wrong_md5_names_data_dvc(dvc_remote: tuple[Path, str, Path], tmp_path
         fetch_data(str(remote), tmp_path / "data", dvc_md5="c36a796b")
     with pytest.raises(StorageError, match="dvc push"):
         fetch_data(str(remote), tmp_path / "data", dvc_md5="0" * 32 + ".dir")
+
+
+def test_a_dvc_remote_on_s3_is_fetched_concurrently_and_every_object_checked(
+    dvc_remote: tuple[Path, str, Path], tmp_path: Path, s3: str, in_flight: InFlight
+) -> None:
+    remote, md5, data = dvc_remote
+    upload(remote, "s3://team/dvc")
+    result = fetch_data("s3://team/dvc", tmp_path / "data", dvc_md5=md5)
+    assert _tree(tmp_path / "data") == _tree(data) and result.stats.files == len(_tree(data))
+    assert in_flight.most["GET"] >= 4, dict(in_flight.most)
+
+    manifest = json.loads(local_path(dvc_object_uri(str(remote), md5)).read_text())
+    victim = manifest[0]
+    gone = next(entry for entry in manifest if entry["md5"] != victim["md5"])
+    client = boto3.client("s3")
+
+    def key(entry: dict[str, str]) -> str:
+        return dvc_object_uri("s3://team/dvc", entry["md5"]).removeprefix("s3://team/")
+
+    client.put_object(Bucket="team", Key=key(victim), Body=b"not the image")
+    with pytest.raises(
+        StorageError, match=f"{re.escape(victim['relpath'])} from the DVC remote s3://team/dvc .* corrupt"
+    ):
+        fetch_data("s3://team/dvc", tmp_path / "fresh", dvc_md5=md5)
+    assert _files(tmp_path / "fresh") == []  # nothing is put in place before every object is checked
+    assert not list(tmp_path.glob(".fresh.objects-*"))  # nor is the temporary object database left behind
+
+    client.put_object(Bucket="team", Key=key(victim), Body=(data / victim["relpath"]).read_bytes())
+    client.delete_object(Bucket="team", Key=key(gone))
+    with pytest.raises(StorageError, match=f"{re.escape(gone['relpath'])} .* missing from the DVC remote"):
+        fetch_data("s3://team/dvc", tmp_path / "fresh", dvc_md5=md5)
 
 
 def test_a_prefix_without_benchmarks_is_refused(folder: Path, tmp_path: Path) -> None:

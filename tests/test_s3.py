@@ -197,6 +197,26 @@ def test_dvc_push_then_pull_into_an_empty_cache_gives_back_every_byte(
     assert json.loads(_run(repo, DVC, "status", "--cloud", "--json")) == {}
 
 
+def test_the_cluster_steps_transfers_send_no_checksum_header_either(
+    s3: LocalS3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sanet.cluster.transfer import download, download_file, upload
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
+    source = tmp_path / "out"
+    (source / "parts").mkdir(parents=True)
+    (source / "parts" / "a.bin").write_bytes(random.Random(3).randbytes(5_000))
+    (source / "summary.json").write_text("{}")
+    start = len(s3.requests)
+    assert upload(source, f"s3://{bucket}/runs/1/out").files == 2
+    assert download(f"s3://{bucket}/runs/1/out", tmp_path / "back").files == 2
+    assert download_file(f"s3://{bucket}/runs/1/out/summary.json", tmp_path / "one.json").read_text() == "{}"
+    sent = s3.requests[start:]
+    assert {r.method for r in sent} >= {"PUT", "GET"}
+    assert all(not r.checksum_headers() for r in sent), [r.checksum_headers() for r in sent]
+    assert _digests(tmp_path / "back", ["parts", "summary.json"]) == _digests(source, ["parts", "summary.json"])
+
+
 # ---- MLflow's artifacts ---------------------------------------------------------------------------------------
 
 
