@@ -1,4 +1,5 @@
-"""`sanet hpo`: search spaces, trial settings, study names, storage checks, studies, pruning, concurrent workers."""
+"""`sanet hpo`: search spaces, trial settings, study names, storage checks, studies, sampling without duplicates,
+figures, pruning, concurrent workers."""
 
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ from paths import PARAMS_FILE
 
 from sanet.config import ConfigError, Params, load_params
 from sanet.hpo.errors import HPOError
+from sanet.hpo.figures import FIGURES, figure_file, study_figures
+from sanet.hpo.search import DUPLICATE_ATTR, TrialBudget, check_duplicate, make_sampler, search_report
 from sanet.hpo.settings import compress_milestones, study_name, trial_params
-from sanet.hpo.spaces import DOTTED, SPACES, space_params, suggest
+from sanet.hpo.spaces import DOTTED, SPACES, searched_space, space_params, space_size, suggest
 from sanet.hpo.stage import run_hpo
-from sanet.hpo.study import create_study
+from sanet.hpo.study import StudyInfo, create_study, parent_params
 from sanet.hpo.study_storage import check_storage, open_storage, storage_url
 from sanet.hpo.summary import summarise_study
 from sanet.hpo.worker import run_worker
@@ -304,6 +307,7 @@ def test_a_two_trial_study_reports_its_best_and_nests_its_trials(
         "metric",
         "best",
         "trials",
+        "search",
         "importances",
         "importances_note",
         "history",
@@ -315,18 +319,26 @@ def test_a_two_trial_study_reports_its_best_and_nests_its_trials(
     assert report["best"]["params"] == best.params and report["best"]["trial"] == best.number
     assert report["best"]["dotted"] == {DOTTED[k]: v for k, v in best.params.items()}
     assert report["trials"] == {"complete": 2, "pruned": 0, "fail": 0, "running": 0, "waiting": 0}
-    # importances when the two trials scored differently; a tie gives none and says so (never a silent {})
-    if len({t.value for t in study.trials}) == 2:
-        assert set(report["importances"]) == set(space_params(space)) and report["importances_note"] is None
-        assert sum(report["importances"].values()) == pytest.approx(1.0, abs=1e-3)
-    else:
-        assert report["importances"] == {} and "tie" in report["importances_note"]
+    # two settings of the space, never the same one twice; afe_layers 1..2 holds two settings: both tried
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 2
+    finite = space in ("afe_layers", "afe_kernel")
+    assert report["search"] == {
+        "sampler": "BruteForceSampler" if finite else "TPESampler",
+        "parameters": list(space_params(space)),
+        "settings": {"afe_layers": 2, "afe_kernel": 4}.get(space),
+        "settings_tried": 2,
+        "exhausted": space == "afe_layers",
+        "duplicates": [],
+    }
+    # two complete trials are too few for importances: none, and a note saying why (never a silent {})
+    assert report["importances"] == {} and "too few complete trials (2)" in report["importances_note"]
     assert [(h["number"], h["state"], h["value"]) for h in report["history"]] == [
         (t.number, "COMPLETE", t.value) for t in study.trials
     ]
-    for figure in (f"{space}-history.png", f"{space}-importance.png"):
-        data = (store / "reports" / figure).read_bytes()
-        assert data.startswith(PNG_MAGIC) and len(data) > 2000, figure
+    assert summary.figures == [store / "reports" / figure_file(space, kind) for kind in FIGURES]
+    for path in summary.figures:
+        data = path.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 2000, path
 
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     (parent,) = _runs(client, "sanet-hpo", "hpo")
@@ -338,7 +350,11 @@ def test_a_two_trial_study_reports_its_best_and_nests_its_trials(
     assert json.loads(parent.data.tags["best_params"]) == best.params
     assert {f"best/{k}" for k in best.params} <= set(parent.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {f"{space}.json", f"{space}-history.png", f"{space}-importance.png"} <= artifacts
+    assert {f"{space}.json", *(figure_file(space, kind) for kind in FIGURES)} <= artifacts
+    # the parent run logs the searched space under the searched keys, never the base value no trial used
+    for key, searched in searched_space(space, params.hpo.ranges).items():
+        assert parent.data.params[key] == searched and searched.startswith("search: ")
+    assert parent.data.params["train.epochs"] == "2" and parent.data.params["train.lr"] == str(params.train.lr)
     trials = _runs(client, "sanet-hpo", "hpo_trial")
     assert len(trials) == 2
     assert {r.info.run_id for r in trials} == {t.user_attrs["mlflow_run_id"] for t in study.trials}
@@ -349,38 +365,64 @@ def test_a_two_trial_study_reports_its_best_and_nests_its_trials(
         assert run.data.tags["optuna_study"] == name and run.data.tags["hpo_space"] == space
         # scored on held-out training identities only: no test benchmark, no untrained baseline
         assert {key.split("/")[0] for key in run.data.metrics} == {"train", "epoch", "val", "final"}
-        assert run.data.params["epochs"] == "2" and run.data.params["val_ids"] == "2"
+        assert run.data.params["train.epochs"] == "2" and run.data.params["train.val_ids"] == "2"
+        (trial,) = [t for t in study.trials if t.user_attrs["mlflow_run_id"] == run.info.run_id]
+        assert {key: run.data.params[DOTTED[key]] for key in trial.params} == {
+            key: str(value) for key, value in trial.params.items()
+        }  # the sampled values, under their dotted params.yaml keys
     validations = [line for line in output.splitlines() if line.startswith(("val:", "final:", "untrained:"))]
     assert len(validations) == 4  # two epochs of two trials
     assert all("(held-out 2 ids)" in line and "(2 queries," in line for line in validations)
     assert not list((store / "trials").rglob("*.pt"))  # the trials' checkpoints were deleted
+    if space == "afe_layers":  # its two settings are tried: more trials would train one again, so none starts
+        again = run_worker(params, space, trials=5, progress=False, device="cpu")
+        assert (again.trials_run, again.duplicates) == (0, 0)
+        assert "every setting of the space afe_layers has been tried" in capsys.readouterr().out
 
 
-def _study_of(space: str, *trials: tuple[dict, float]) -> optuna.Study:
-    """An in-memory study of `space` holding COMPLETE trials (params, value)."""
-    distributions = {
-        "afe_layers": optuna.distributions.IntDistribution(1, 8),
-        "afe_kernel": optuna.distributions.CategoricalDistribution([1, 3, 5, 7]),
-        "triplet_weight": optuna.distributions.FloatDistribution(0.01, 1.0, log=True),
-    }
-    study = optuna.create_study(direction="maximize")
+DISTRIBUTIONS = {
+    "afe_layers": optuna.distributions.IntDistribution(1, 8),
+    "afe_kernel": optuna.distributions.CategoricalDistribution([1, 3, 5, 7]),
+    "triplet_weight": optuna.distributions.FloatDistribution(0.01, 1.0, log=True),
+}
+
+
+def _study_of(space: str, *trials: tuple[dict, float], name: str = "s") -> optuna.Study:
+    """An in-memory study of `space` holding COMPLETE trials (params, value), each with a score per epoch."""
+    study = optuna.create_study(study_name=name, direction="maximize")
     for values, value in trials:
-        used = {name: distributions[name] for name in values}
-        study.add_trial(optuna.trial.create_trial(params=values, distributions=used, value=value))
+        used = {key: DISTRIBUTIONS[key] for key in values}
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=values, distributions=used, value=value, intermediate_values={1: value / 2, 2: value}
+            )
+        )
     return study
 
 
 JOINT_A = {"afe_layers": 1, "afe_kernel": 3, "triplet_weight": 0.1}
 JOINT_B = {"afe_layers": 2, "afe_kernel": 5, "triplet_weight": 0.3}
+JOINT_C = {"afe_layers": 4, "afe_kernel": 1, "triplet_weight": 0.02}
+JOINT_D = {"afe_layers": 7, "afe_kernel": 7, "triplet_weight": 0.7}
+FOUR = (JOINT_A, JOINT_B, JOINT_C, JOINT_D)
+
+
+def _of(space: str, values: dict) -> dict:
+    return {key: value for key, value in values.items() if key in space_params(space)}
 
 
 @pytest.mark.parametrize(
     ("space", "trials", "note"),
     [
-        ("joint", [(JOINT_A, 0.5), (JOINT_B, 0.5)], "the 2 complete trials tie (all scored 0.5)"),
-        ("triplet_weight", [({"triplet_weight": 0.1}, 0.5), ({"triplet_weight": 0.3}, 0.5)], "tie"),
-        ("joint", [(JOINT_A, 0.5), (JOINT_A, 0.4)], "all ran the same parameters"),
-        ("afe_layers", [({"afe_layers": 1}, 0.5)], "1 complete trial(s): importances need at least 2"),
+        ("joint", [(JOINT_A, 0.5), (JOINT_B, 0.4), (JOINT_C, 0.3)], "too few complete trials (3) for importances"),
+        ("afe_layers", [({"afe_layers": 1}, 0.5)], "too few complete trials (1) for importances: they need at least 4"),
+        (
+            "joint",
+            [(v, 0.5) for v in (JOINT_A, JOINT_B, JOINT_C, JOINT_D)],
+            "the 4 complete trials tie (all scored 0.5)",
+        ),
+        ("triplet_weight", [(_of("triplet_weight", v), 0.5) for v in FOUR], "tie"),
+        ("joint", [(JOINT_A, 0.5), (JOINT_A, 0.4), (JOINT_A, 0.3), (JOINT_A, 0.2)], "all ran the same parameters"),
     ],
 )
 def test_importances_of_ties_or_too_few_trials_are_none_with_a_note_saying_why(
@@ -392,16 +434,213 @@ def test_importances_of_ties_or_too_few_trials_are_none_with_a_note_saying_why(
     assert importances == {} and why is not None and note in why
 
 
-@pytest.mark.parametrize("space", ["joint", "triplet_weight"])
-def test_importances_of_different_scores_cover_the_space_and_sum_to_one(space: str) -> None:
+def test_importances_of_enough_different_trials_cover_the_space_and_sum_to_one() -> None:
+    from sanet.hpo.summary import MIN_IMPORTANCE_TRIALS, _importances
+
+    trials = [(JOINT_A, 0.5), (JOINT_B, 0.4), (JOINT_C, 0.3), (JOINT_D, 0.45)]
+    assert len(trials) == MIN_IMPORTANCE_TRIALS
+    importances, why = _importances(_study_of("joint", *trials), "joint", 4, seed=0)
+    assert why is None and set(importances) == set(space_params("joint"))
+    assert sum(importances.values()) == pytest.approx(1.0, abs=1e-3)
+    assert _importances(_study_of("joint", *trials), "joint", 4, seed=0)[0] == importances  # seeded: deterministic
+
+
+def test_the_importance_of_a_one_parameter_space_is_one_with_a_note_saying_so() -> None:
     from sanet.hpo.summary import _importances
 
-    names = space_params(space)
-    trials = [({k: v for k, v in JOINT_A.items() if k in names}, 0.5), ({k: JOINT_B[k] for k in names}, 0.4)]
-    importances, why = _importances(_study_of(space, *trials), space, 2, seed=0)
-    assert why is None and set(importances) == set(names)
-    assert sum(importances.values()) == pytest.approx(1.0, abs=1e-3)
-    assert _importances(_study_of(space, *trials), space, 2, seed=0)[0] == importances  # seeded: deterministic
+    trials = [(_of("triplet_weight", v), score) for v, score in zip(FOUR, (0.5, 0.4, 0.3, 0.2), strict=True)]
+    importances, why = _importances(_study_of("triplet_weight", *trials), "triplet_weight", 4, seed=0)
+    assert importances == {"triplet_weight": 1.0}
+    assert why is not None and "only parameter searched" in why and "triplet_weight-slice.png" in why
+
+
+# ---- figures ------------------------------------------------------------------------------------------------------
+
+
+def test_figures_are_optunas_plots_and_the_same_study_gives_the_same_bytes() -> None:
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    trials = [(JOINT_A, 0.5), (JOINT_B, 0.4), (JOINT_C, 0.3), (JOINT_D, 0.45)]
+    names = space_params("joint")
+    first = study_figures(_study_of("joint", *trials, name="a"), "study", names, None, seed=0)
+    again = study_figures(_study_of("joint", *trials, name="b"), "study", names, None, seed=0)
+    assert list(first) == list(FIGURES) == ["history", "slice", "intermediate", "importance"]
+    assert first == again  # byte for byte: no date, no version, seeded fANOVA
+    assert all(data.startswith(PNG_MAGIC) and len(data) > 5000 for data in first.values())
+    assert len(set(first.values())) == 4
+    # pyplot left as found: no figure open, Optuna's ggplot style undone, the Agg backend
+    assert plt.get_fignums() == [] and matplotlib.rcParams["axes.facecolor"] != "#E5E5E5"
+    assert matplotlib.get_backend().lower() == "agg"
+    # the importance figure shows the summary's note instead of bars when there is one
+    noted = study_figures(_study_of("joint", *trials[:2]), "study", names, "too few complete trials (2)", seed=0)
+    assert noted["importance"] != first["importance"] and noted["history"] != first["history"]
+    assert figure_file("joint", "slice") == "joint-slice.png"
+    with pytest.raises(ValueError, match="unknown figure 'contour'"):
+        figure_file("joint", "contour")
+
+
+def test_figures_of_a_study_without_intermediate_values_or_with_one_trial_are_drawn() -> None:
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"afe_kernel": 3}, distributions={"afe_kernel": DISTRIBUTIONS["afe_kernel"]}, value=0.2
+        )
+    )
+    figures = study_figures(study, "study", ["afe_kernel"], "too few complete trials (1)", seed=0)
+    assert all(data.startswith(PNG_MAGIC) for data in figures.values())
+
+
+# ---- sampling: every setting once, the end of a finite space ----------------------------------------------------
+
+
+def _optimize(params: Params, space: str, study: optuna.Study, total: int, worker: int = 0) -> list[dict]:
+    """`study.optimize` as a worker runs it (its sampler, the duplicate check, the budget), with a cheap objective
+    that records what it would have trained."""
+    trained: list[dict] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        values = suggest(trial, space, params.hpo.ranges)
+        check_duplicate(trial)
+        trained.append(values)
+        return float(sum(float(v) for v in values.values()))
+
+    study.sampler = make_sampler(params, space, worker, total)
+    study.optimize(objective, callbacks=[TrialBudget(params, space, total)])
+    return trained
+
+
+def test_a_finite_space_trains_every_setting_once_and_ends_when_exhausted(capsys: pytest.CaptureFixture[str]) -> None:
+    params = paper_params("hpo.ranges.afe_kernel=[1, 3, 5]", "hpo.trials=20")
+    assert space_size("afe_kernel", params.hpo.ranges) == 3
+    study = optuna.create_study(direction="maximize")
+    trained = _optimize(params, "afe_kernel", study, total=params.hpo.trials)
+    assert sorted(v["model.afe.kernel"] for v in trained) == [1, 3, 5]  # all three, none twice, then the end
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    report = search_report(params, "afe_kernel", study.trials)
+    assert report == {
+        "sampler": "BruteForceSampler",
+        "parameters": ["afe_kernel"],
+        "settings": 3,
+        "settings_tried": 3,
+        "exhausted": True,
+        "duplicates": [],
+    }
+    # a resumed study (another worker, a rerun) starts nothing new: the space holds no untried setting
+    assert _optimize(params, "afe_kernel", study, total=params.hpo.trials, worker=1) == []
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.number > 2]
+
+
+def test_a_finite_space_smaller_than_the_budget_and_larger_ones_sample_deterministically() -> None:
+    params = paper_params("hpo.ranges.afe_layers={low: 1, high: 8}")
+
+    def order(seed_worker: int) -> list[int]:
+        study = optuna.create_study(direction="maximize")
+        return [v["model.afe.layers"] for v in _optimize(params, "afe_layers", study, 5, worker=seed_worker)]
+
+    first = order(0)
+    assert len(first) == 5 and len(set(first)) == 5  # the budget, five different settings
+    assert order(0) == first  # the same seed: the same trials
+    assert order(1) != first  # worker 1 samples with seed + 1
+
+
+def test_a_duplicate_of_a_complete_trial_is_not_trained_and_not_counted(capsys: pytest.CaptureFixture[str]) -> None:
+    params = paper_params()
+    study = _study_of("triplet_weight", ({"triplet_weight": 0.1}, 0.5))
+    study.enqueue_trial({"triplet_weight": 0.1})  # what a sampler re-proposing a setting would do
+    trained = _optimize(params, "triplet_weight", study, total=3)
+    duplicate = study.trials[1]
+    assert duplicate.state == optuna.trial.TrialState.PRUNED and duplicate.user_attrs[DUPLICATE_ATTR] == 0
+    assert duplicate.intermediate_values == {} and duplicate.value is None
+    assert len(trained) == 2 and {"loss.triplet_weight": 0.1} not in trained
+    assert len(study.trials) == 4  # the duplicate does not count: trials 0, 2 and 3 are the budget of 3
+    assert "trial 1 sampled the settings of complete trial 0 (triplet_weight=0.1): not trained" in (
+        capsys.readouterr().out
+    )
+    assert search_report(params, "triplet_weight", study.trials)["duplicates"] == [1]
+    assert search_report(params, "triplet_weight", study.trials)["settings"] is None
+
+
+CHEAP_WORKER = r"""
+import sys, time
+import optuna
+from sanet.config import load_params
+from sanet.hpo.search import TrialBudget, check_duplicate, make_sampler
+from sanet.hpo.spaces import suggest
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+params = load_params(sys.argv[1], ["profile=paper", "hpo.ranges.afe_kernel=[1, 3, 5, 7, 9]"])
+space, worker, storage = "afe_kernel", int(sys.argv[2]), sys.argv[3]
+study = optuna.load_study(study_name="s", storage=storage, sampler=make_sampler(params, space, worker, 8))
+
+def objective(trial):
+    values = suggest(trial, space, params.hpo.ranges)
+    check_duplicate(trial)
+    time.sleep(0.3)  # a training: long enough for the other worker to sample meanwhile
+    return float(values["model.afe.kernel"])
+
+study.optimize(objective, callbacks=[TrialBudget(params, space, 8)])
+"""
+
+
+def test_two_workers_on_one_storage_try_each_setting_of_a_finite_space_once(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(study_name="s", storage=open_storage(storage), direction="maximize")
+    env = _worker_env()
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHEAP_WORKER, str(PARAMS_FILE), str(n), storage],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in (0, 1)
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr[-3000:]
+    study = optuna.load_study(study_name="s", storage=storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert {t.params["afe_kernel"] for t in complete} == {1, 3, 5, 7, 9}
+    assert len(study.trials) < 8  # the five settings end the study, not the budget
+    # no setting is trained once a trial of it is COMPLETE, whichever worker ran it (two workers sampling the same
+    # setting at the same instant may both train it: the check is against complete trials)
+    for t in complete:
+        for u in complete:
+            if u.number != t.number and u.params == t.params:
+                assert u.datetime_complete is not None and t.datetime_start is not None
+                assert not u.datetime_complete < t.datetime_start, (u.number, t.number)
+    others = [t for t in study.trials if t.state != optuna.trial.TrialState.COMPLETE]
+    assert all(DUPLICATE_ATTR in t.user_attrs for t in others)  # any extra trial is an untrained duplicate
+    assert search_report(paper_params("hpo.ranges.afe_kernel=[1, 3, 5, 7, 9]"), "afe_kernel", study.trials)["exhausted"]
+
+
+def test_the_trial_objective_skips_a_duplicate_before_any_training() -> None:
+    from sanet.hpo.trial import TrialObjective
+
+    params = paper_params()
+    study = _study_of("afe_kernel", ({"afe_kernel": 3}, 0.5))
+    study.enqueue_trial({"afe_kernel": 3})
+    info = StudyInfo(name="s", storage="memory", space="afe_kernel", parent_run_id="none", experiment="none")
+    objective = TrialObjective(params, "afe_kernel", info, progress=False, device="cpu")
+    study.optimize(objective, n_trials=1)  # a training would need data and a tracking store: it would fail
+    assert objective.numbers == objective.duplicates == [1]
+    assert study.trials[1].state == optuna.trial.TrialState.PRUNED
+    assert study.trials[1].user_attrs[DUPLICATE_ATTR] == 0
+
+
+def test_the_parent_run_logs_the_searched_space_instead_of_a_base_value() -> None:
+    params = paper_params("hpo.ranges.afe_layers={low: 3, high: 7, step: 2}")
+    logged = parent_params(params, "joint")
+    assert logged["model.afe.layers"] == "search: int 3..7 step 2"
+    assert logged["model.afe.kernel"] == "search: one of 1, 3, 5, 7"
+    assert logged["loss.triplet_weight"] == "search: float 0.01..1 log"
+    assert logged["train.lr"] == str(params.train.lr) and logged["train.epochs"] == str(params.hpo.epochs)
+    one = parent_params(params, "afe_layers")
+    assert one["model.afe.layers"] == "search: int 3..7 step 2"
+    assert one["model.afe.kernel"] == str(params.model.afe.kernel)  # not searched: the value every trial uses
+    assert list(one) == [key for key in logged]  # the same keys, in params.yaml's order
 
 
 def test_a_trial_below_the_median_is_pruned_and_its_run_killed(tiny_overrides, store: Path) -> None:

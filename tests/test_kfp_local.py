@@ -211,7 +211,7 @@ def test_the_study_components_share_one_study_between_parallel_workers(local_run
     assert 0.0 <= summary.outputs["best_value"] <= 1.0
     keys = _keys(local_run["client"], f"{local_run['prefix']}/hpo/afe_layers/")
     assert f"{local_run['prefix']}/hpo/afe_layers/afe_layers.json" in keys
-    assert sum(key.endswith(".png") for key in keys) == 2  # optimisation history, parameter importances
+    assert sum(key.endswith(".png") for key in keys) == 4  # history, parameter slices, intermediate values, importances
     client = mlflow.MlflowClient(local_run["tracking"])
     runs = [run for e in client.search_experiments() for run in client.search_runs([e.experiment_id])]
     parents = {run.data.tags.get("mlflow.parentRunId") for run in runs} - {None}

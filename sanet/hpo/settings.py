@@ -47,6 +47,7 @@ _NOT_RESULT = (
     ("data", "evaluate"),
     ("masks", "out_dir"),
     ("masks", "coverage_file"),
+    ("masks", "metrics_file"),
     ("masks", "coco_json"),
     ("masks", "openpifpaf"),
     ("train", "out_dir"),

@@ -5,6 +5,10 @@ the tracking store and the storage, then create the study. Optuna's own `create_
 decides which process is the creator (the others get DuplicatedStudyError); only the creator opens the MLflow
 parent run and publishes its id as the study's user attribute `mlflow_parent_run_id`. The others wait for the
 attribute, and open the parent run themselves only when it never appears (its creator died in between).
+
+The parent run's params are the base trial settings under their dotted `params.yaml` keys, except that a searched
+key holds its search range instead of the base value no trial uses (`model.afe.layers` = `search: int 1..8`,
+`sanet.hpo.spaces.searched_space`); its trials, nested under it, hold their sampled values under the same keys.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from sanet.hpo.errors import HPOError
 from sanet.hpo.settings import study_name, trial_params
-from sanet.hpo.spaces import check_space, check_variant
+from sanet.hpo.spaces import check_space, check_variant, searched_space
 from sanet.hpo.study_storage import check_storage, open_storage, storage_url
 from sanet.infra.preflight import redact
 
@@ -26,7 +30,7 @@ if TYPE_CHECKING:
 
     from sanet.config import Params
 
-__all__ = ["PARENT_ATTR", "PARENT_WAIT", "StudyInfo", "create_study"]
+__all__ = ["PARENT_ATTR", "PARENT_WAIT", "StudyInfo", "create_study", "parent_params"]
 
 PARENT_ATTR = "mlflow_parent_run_id"
 PARENT_WAIT = 60.0  # seconds a worker waits for the creator of a study to publish its parent run
@@ -69,24 +73,35 @@ def mlflow_client(params: Params) -> MlflowClient:
     return MlflowClient(tracking_uri(params))
 
 
+def parent_params(params: Params, space: str) -> dict[str, str]:
+    """The parent run's params: the base trial settings by dotted key, a searched key its range (module docstring)."""
+    from sanet.infra.tracking import flat_params
+
+    searched = searched_space(space, params.hpo.ranges)
+    flat = {key: str(value) for key, value in flat_params(trial_params(params, {})).items()}
+    return {key: searched.get(key, value) for key, value in flat.items()} | searched
+
+
 def create_parent_run(params: Params, space: str, name: str) -> str:
     """Open the study's MLflow parent run (left RUNNING until a summary finishes it); returns its id."""
     from mlflow.entities import Param
 
-    from sanet.infra.tracking import _experiment_id, flat_params, git_sha
+    from sanet.infra.tracking import _experiment_id, git_sha, source_tags
 
     client = mlflow_client(params)
     experiment_id = _experiment_id(client, params.hpo.experiment, params.tracking.artifact_location)
+    sha = git_sha()
     tags = {
         "stage": "hpo",
         "hpo_space": space,
         "optuna_study": name,
         "optuna_storage": redact(storage_url(params)),
         "profile": params.profile,
-        "git_sha": git_sha(),
+        "git_sha": sha,
+        **source_tags(sha),
     }
     run = client.create_run(experiment_id, run_name=f"study {name}", tags=tags)
-    flat = [Param(key, str(value)) for key, value in flat_params(trial_params(params, {})).items()]
+    flat = [Param(key, value) for key, value in parent_params(params, space).items()]
     for start in range(0, len(flat), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run.info.run_id, params=flat[start : start + 100])
     return run.info.run_id
@@ -161,7 +176,8 @@ def create_study(params: Params, space: str) -> StudyInfo:
 
     Safe to call from many processes at once (module docstring): exactly one creates the study and its MLflow
     parent run (experiment hpo.experiment, run name `study <name>`, tags stage=hpo, hpo_space, optuna_study,
-    optuna_storage, profile, git_sha; params: the base trial parameters), the others load it.
+    optuna_storage, profile, git_sha; params: the base trial parameters, each searched key its range: module
+    docstring), the others load it.
 
     Raises:
         HPOError, TrackingError: before anything is created (see `preflight`).

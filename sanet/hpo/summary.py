@@ -1,18 +1,26 @@
-"""A study's summary: `<hpo.reports_dir>/<space>.json` (best params and value), two PNGs, and the MLflow parent run.
+"""A study's summary: `<hpo.reports_dir>/<space>.json` (best params and value), four PNGs, and the MLflow parent run.
 
 Re-runnable at any time, by any worker or a pipeline step of its own: each summary rewrites the files from the
 study as it stands and logs to the parent run again (metrics at step = finished trials), then marks it FINISHED.
-The JSON's `best.dotted` maps params.yaml keys to the best values, ready for `sanet train --set key=value`.
+The JSON's `best.dotted` maps params.yaml keys to the best values, ready for `sanet train --set key=value`; its
+`search` says how the study sampled (`sanet.hpo.search`): the sampler, the number of settings of a finite space
+(null with a float), how many were tried, whether the space is `exhausted` (every setting tried: more trials would
+add nothing), and the `duplicates` (trials that sampled a COMPLETE trial's settings and were not trained).
 
 The JSON and the PNGs are DVC outputs: a deterministic function of the study's trials (their parameters, states and
 values), so a fresh clone's `make demo` rewrites them byte for byte. The run-dependent facts (the storage URL, the
 MLflow parent run and the trials' runs) go to MLflow and to the git-ignored sidecar `<space>.provenance.json`
-beside the JSON (`sanet.infra.provenance`), never into them.
+beside the JSON (`sanet.infra.provenance`), never into them. The PNGs (`sanet.hpo.figures`): optimisation history,
+parameter slices, intermediate values (validation score per epoch), parameter importances.
 
-Importances: fANOVA (seeded) over the COMPLETE trials. They need at least two complete trials with two different
-scores (a tie carries no information about any parameter): otherwise `importances` is `{}` and
-`importances_note` says why (the importance PNG shows the note); when they are computed, every parameter of the
-space has one and they sum to 1, and `importances_note` is null.
+Importances: fANOVA (seeded) over the COMPLETE trials. They need at least `MIN_IMPORTANCE_TRIALS` (4) complete
+trials: fANOVA fits a random forest to the trials' scores, and with 3 points or fewer any one parameter that
+differs between them explains the scores exactly, so its shares would reflect which parameter the forest happened
+to split on, not which one matters (a joint study has three). They also need two different scores (a tie carries no
+information about any parameter) and two different settings. Otherwise `importances` is `{}` and
+`importances_note` says why (the importance PNG shows the note). A one-parameter space's importance is 1 by
+definition: `importances` is `{parameter: 1.0}` and the note says so (its effect is in the slice plot). Otherwise
+every parameter of the space has an importance, they sum to 1, and `importances_note` is null.
 """
 
 from __future__ import annotations
@@ -34,7 +42,9 @@ if TYPE_CHECKING:
 
     from sanet.config import Params
 
-__all__ = ["SummaryResult", "summarise_study"]
+__all__ = ["MIN_IMPORTANCE_TRIALS", "SummaryResult", "summarise_study"]
+
+MIN_IMPORTANCE_TRIALS = 4  # complete trials before importances mean anything (module docstring)
 
 _FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 
@@ -54,13 +64,16 @@ class SummaryResult:
 
 
 def _importances(study: optuna.Study, space: str, complete: int, seed: int) -> tuple[dict[str, float], str | None]:
-    """Parameter importances (fANOVA, seeded: deterministic) and None, or `{}` and a note saying why there are none
-    (fewer than two complete trials, or complete trials that all tie: module docstring)."""
+    """Parameter importances (fANOVA, seeded: deterministic) and None; `{}` and a note saying why there are none
+    (too few complete trials, ties, one setting); or, for a one-parameter space, 1.0 and a note (module docstring)."""
     import optuna
 
     names = space_params(space)
-    if complete < 2:
-        return {}, f"{complete} complete trial(s): importances need at least 2"
+    if complete < MIN_IMPORTANCE_TRIALS:
+        return {}, (
+            f"too few complete trials ({complete}) for importances: they need at least {MIN_IMPORTANCE_TRIALS} "
+            f"(see {space}-slice.png for the score of each setting)"
+        )
     done = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
     scores = sorted({float(cast(float, t.value)) for t in done})  # a complete trial has a value
     if len(scores) < 2:
@@ -71,7 +84,10 @@ def _importances(study: optuna.Study, space: str, complete: int, seed: int) -> t
     if len({tuple(sorted(t.params.items())) for t in done}) < 2:
         return {}, f"the {complete} complete trials all ran the same parameters: importances need two settings"
     if len(names) == 1:
-        return {names[0]: 1.0}, None
+        return {names[0]: 1.0}, (
+            f"{names[0]} is the only parameter searched: its importance is 1 by definition "
+            f"(its effect on the score is in {space}-slice.png)"
+        )
 
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
     try:
@@ -83,19 +99,10 @@ def _importances(study: optuna.Study, space: str, complete: int, seed: int) -> t
 
 
 def _history(trials: list[optuna.trial.FrozenTrial]) -> list[dict[str, Any]]:
-    rows = []
-    for t in sorted(trials, key=lambda t: t.number):
-        last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
-        rows.append(
-            {
-                "number": t.number,
-                "state": t.state.name,
-                "value": t.value,
-                "last": last,
-                "params": dict(sorted(t.params.items())),
-            }
-        )
-    return rows
+    return [
+        {"number": t.number, "state": t.state.name, "value": t.value, "params": dict(sorted(t.params.items()))}
+        for t in sorted(trials, key=lambda t: t.number)
+    ]
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -103,7 +110,7 @@ def _write(path: Path, data: bytes) -> Path:
 
 
 def summarise_study(params: Params, space: str) -> SummaryResult:
-    """Summarise the study of `space` (module docstring): report JSON, history and importance PNGs, parent run.
+    """Summarise the study of `space` (module docstring): report JSON, the four PNGs, the parent run.
 
     Raises:
         HPOError: the study is not in the storage, or holds no COMPLETE trial yet (the message names both).
@@ -111,7 +118,8 @@ def summarise_study(params: Params, space: str) -> SummaryResult:
     """
     from mlflow.entities import Metric
 
-    from sanet.hpo.figures import history_png, importance_png
+    from sanet.hpo.figures import FIGURES, figure_file, study_figures
+    from sanet.hpo.search import search_report
     from sanet.hpo.settings import study_name
     from sanet.hpo.study import load_existing, mlflow_client, parent_run_of
     from sanet.hpo.study_storage import check_storage, open_storage, storage_url
@@ -151,9 +159,10 @@ def summarise_study(params: Params, space: str) -> SummaryResult:
             "trial": best.number,
         },
         "trials": counts,
+        "search": search_report(params, space, trials),
         "importances": importances,
         "importances_note": note,
-        "history": [{k: row[k] for k in ("number", "state", "value", "params")} for row in history],
+        "history": history,
     }
     out = Path(params.hpo.reports_dir)
     json_path = _write(out / f"{space}.json", (json.dumps(report, indent=2) + "\n").encode())
@@ -169,10 +178,8 @@ def summarise_study(params: Params, space: str) -> SummaryResult:
             "git_sha": study.user_attrs.get("git_sha"),
         },
     )
-    figures = [
-        _write(out / f"{space}-history.png", history_png(f"{name}: optimisation history", history, "validation score")),
-        _write(out / f"{space}-importance.png", importance_png(f"{name}: parameter importance", importances, note)),
-    ]
+    drawn = study_figures(study, name, space_params(space), note, params.hpo.seed)
+    figures = [_write(out / figure_file(space, kind), drawn[kind]) for kind in FIGURES]
 
     client = mlflow_client(params)
     finished = sum(counts[state.lower()] for state in _FINISHED)

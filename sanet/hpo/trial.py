@@ -15,7 +15,11 @@ epoch's score; the MLflow run has them per epoch as `val/<name>` (`final/<name>`
 Each trial is an MLflow run nested under the study's parent run (tag `mlflow.parentRunId`), tagged with the study,
 the trial number, the space and, once it ends, `optuna_state` (COMPLETE, PRUNED or FAIL). A pruned trial's run is
 KILLED rather than FAILED: it stopped on purpose. The trial's checkpoints are deleted when it ends, whatever the
-outcome; its metrics stay in MLflow.
+outcome; its metrics stay in MLflow. Its MLflow params are the trial's settings under their dotted `params.yaml`
+keys, the sampled values included (`model.afe.layers` = 5).
+
+A trial that samples the settings of a COMPLETE trial is not trained: it is PRUNED before any work, with the user
+attribute `duplicate_of` and no MLflow run (`sanet.hpo.search.check_duplicate`).
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class TrialObjective:
         self.params, self.space, self.info = params, space, info
         self.worker, self.progress, self.device = worker, progress, device
         self.numbers: list[int] = []  # the trials this objective ran, in order
+        self.duplicates: list[int] = []  # those of them that were duplicates, not trained
         self.validations: list[dict[str, float]] = []  # the current trial's validations: epoch, score, SCORED_ATTRS
 
     def out_dir(self, number: int) -> Path:
@@ -103,12 +108,18 @@ class TrialObjective:
     def __call__(self, trial: optuna.Trial) -> float:
         import optuna
 
+        from sanet.hpo.search import check_duplicate
         from sanet.train.stage import TrainHooks, run_train
 
         self.numbers.append(trial.number)
         self.validations = []
         trial.set_user_attr(WORKER_ATTR, self.worker)
         values = suggest(trial, self.space, self.params.hpo.ranges)
+        try:
+            check_duplicate(trial)
+        except optuna.TrialPruned:
+            self.duplicates.append(trial.number)
+            raise
         settings = trial_params(self.params, values)
         run: dict[str, str] = {}
         hooks = TrainHooks(

@@ -1,9 +1,10 @@
 """A worker of a study: `sanet hpo --space NAME` runs one, and any number may run at once on one shared storage.
 
 Workers share the trial budget (`hpo.trials`, all workers together): a worker starts no trial once the study holds
-that many, whichever worker ran them, so a late worker may start none. Each worker samples with its own seeded TPE
-sampler (`hpo.seed + worker`) with the constant liar, so that workers running at the same time do not all try the
-same point.
+that many, whichever worker ran them, so a late worker may start none. Each worker samples with its own seeded
+sampler (`hpo.seed + worker`): Optuna's brute-force sampler for a finite space, TPE with the constant liar for one
+with a float, so that workers running at the same time do not all try the same point. A setting that a COMPLETE
+trial holds is never trained again, and a finite space ends when every setting was tried (`sanet.hpo.search`).
 """
 
 from __future__ import annotations
@@ -20,31 +21,25 @@ if TYPE_CHECKING:
 
     from sanet.config import Params
 
-__all__ = ["TPE_STARTUP_TRIALS", "WorkerResult", "run_worker"]
-
-TPE_STARTUP_TRIALS = 10  # TPE's own default number of random trials before it models the results
+__all__ = ["WorkerResult", "run_worker"]
 
 
 @dataclass(frozen=True)
 class WorkerResult:
-    """What one worker did: trials it ran, by outcome (the study may hold more, run by other workers)."""
+    """What one worker did: trials it trained, by outcome (the study may hold more, run by other workers), and the
+    duplicates it skipped (sampled settings of a COMPLETE trial: not trained, not in `trials_run`)."""
 
     study: str
     trials_run: int
     completed: int
     pruned: int
     failed: int
+    duplicates: int = 0
 
     @property
     def name(self) -> str:
         """The study's name (as `StudyInfo.name` and `SummaryResult.name`)."""
         return self.study
-
-
-def startup_trials(total: int) -> int:
-    """Random trials before TPE models the results: TPE's default 10, but at most half of a small study (at least
-    1), so that a study of a few trials still gets model-guided ones."""
-    return max(1, min(TPE_STARTUP_TRIALS, total // 2))
 
 
 def refuse_distributed() -> None:
@@ -72,18 +67,6 @@ def check_holdout(params: Params) -> None:
         raise HPOError(f"hpo.val_ids ({params.hpo.val_ids}): {exc}; lower hpo.val_ids") from None
 
 
-def _sampler(params: Params, worker: int, total: int) -> optuna.samplers.BaseSampler:
-    import warnings
-
-    import optuna
-
-    with warnings.catch_warnings():  # constant_liar is "experimental" in Optuna
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(
-            seed=params.hpo.seed + worker, constant_liar=True, n_startup_trials=startup_trials(total)
-        )
-
-
 def _pruner(params: Params) -> optuna.pruners.BasePruner:
     """The median pruner; `warmup_epochs` epochs are never pruned (steps are epochs, counted from 1)."""
     import optuna
@@ -104,7 +87,8 @@ def run_worker(
     progress: bool = True,
     device: str = "auto",
 ) -> WorkerResult:
-    """Run trials of the study of `space` until it holds `trials` (default hpo.trials) trials or hpo.timeout passes.
+    """Run trials of the study of `space` until it holds `trials` (default hpo.trials) trials, its finite space is
+    exhausted or hpo.timeout passes (duplicates of a COMPLETE trial are not trained and not counted).
 
     Before any training: the space, the process (not under torchrun), the tracking store, the storage and the
     held-out split are checked, and the study is created if needed (`create_study`). Trials that fail with a
@@ -115,6 +99,7 @@ def run_worker(
     """
     import optuna
 
+    from sanet.hpo.search import TrialBudget, counted, exhausted, make_sampler
     from sanet.hpo.study import ensure_study, preflight
     from sanet.hpo.study_storage import open_storage, storage_url
     from sanet.hpo.trial import TrialObjective
@@ -133,25 +118,32 @@ def run_worker(
     storage = open_storage(storage_url(params))
     info = ensure_study(params, space, storage)
     study = optuna.load_study(
-        study_name=info.name, storage=storage, sampler=_sampler(params, worker, total), pruner=_pruner(params)
+        study_name=info.name,
+        storage=storage,
+        sampler=make_sampler(params, space, worker, total),
+        pruner=_pruner(params),
     )
-    held = len(study.get_trials(deepcopy=False))
+    existing = study.get_trials(deepcopy=False)
+    held = counted(existing)
     print(f"sanet hpo: study {info.name} in {info.storage}, worker {worker}: {held} of {total} trials so far")
     objective = TrialObjective(params, space, info, worker=worker, progress=progress, device=device)
-    if held < total:
+    if exhausted(params, space, existing):
+        print(f"sanet hpo: every setting of the space {space} has been tried: no trial to run")
+    elif held < total:
         study.optimize(
             objective,
             timeout=params.hpo.timeout or None,
-            callbacks=[optuna.study.MaxTrialsCallback(total, states=None)],
+            callbacks=[TrialBudget(params, space, total)],
             catch=(TrainingError,),
             gc_after_trial=True,
         )
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
-    ran = [states.get(n) for n in objective.numbers]
+    ran = [states.get(n) for n in objective.numbers if n not in objective.duplicates]
     return WorkerResult(
         study=info.name,
         trials_run=len(ran),
         completed=ran.count(optuna.trial.TrialState.COMPLETE),
         pruned=ran.count(optuna.trial.TrialState.PRUNED),
         failed=ran.count(optuna.trial.TrialState.FAIL),
+        duplicates=len(objective.duplicates),
     )
