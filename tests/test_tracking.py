@@ -174,20 +174,22 @@ def test_databricks_is_left_to_mlflow() -> None:
 # ---- params and tags -------------------------------------------------------------------------------------------
 
 
-def test_flat_params_names_follow_the_design() -> None:
+def test_params_are_logged_under_the_dotted_keys_users_type() -> None:
     params = resolve({"model": {"afe": {"layers": 3, "kernel": 5}}, "loss": {"triplet_weight": 0.2}})
     flat = flat_params(params)
-    assert flat["afe_layers"] == 3
-    assert flat["afe_kernel"] == 5
-    assert flat["triplet_weight"] == 0.2
-    assert flat["lr"] == params.train.lr
-    assert flat["variant"] == "sanet"
+    assert flat["model.afe.layers"] == 3
+    assert flat["model.afe.kernel"] == 5
+    assert flat["loss.triplet_weight"] == 0.2
+    assert flat["train.lr"] == params.train.lr
+    assert flat["model.variant"] == "sanet"
     assert flat["seed"] == 0 and flat["profile"] == "paper"
-    # colliding short names keep their section: input.height vs masks.height, train vs evaluation batch_size
-    assert flat["input_height"] == 384 and flat["masks_height"] == params.masks.height
-    assert "height" not in flat
-    assert flat["train_batch_size"] == 64 and flat["evaluation_batch_size"] == params.evaluation.batch_size
-    assert flat["milestones"] == "[60, 120]"
+    assert flat["input.height"] == 384 and flat["masks.height"] == params.masks.height
+    assert flat["train.batch_size"] == 64 and flat["evaluation.batch_size"] == params.evaluation.batch_size
+    assert flat["train.milestones"] == "[60, 120]"
+    # every name is a key `--set` accepts, with the value it sets
+    for name in ("model.afe.layers", "train.lr", "augment.partial.crop", "evaluation.rerank.k1"):
+        override = resolve({}, [f"{name}={flat[name]}"])
+        assert flat_params(override)[name] == flat[name]
 
 
 def test_flat_params_are_unique_scalar_and_deterministic() -> None:
@@ -198,7 +200,7 @@ def test_flat_params_are_unique_scalar_and_deterministic() -> None:
     assert all(isinstance(v, str | int | float | bool) for v in flat.values())
     assert all(len(str(v)) <= 6000 for v in flat.values())
     # sections that do not change a result are not logged
-    assert not any(name.startswith(("synth", "market", "tracking", "uri", "experiment")) for name in flat)
+    assert not any(name.startswith(("synth.", "tracking.", "registry.", "hpo.", "profiles.")) for name in flat)
 
 
 def test_run_tags_carry_provenance(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -211,6 +213,9 @@ def test_run_tags_carry_provenance(monkeypatch: pytest.MonkeyPatch) -> None:
     assert tags["pipeline_run"] == "pipe-42"
     assert tags["device"] == "cpu"
     assert tags["git_sha"]
+    if tags["git_sha"] != "unknown":  # MLflow's own source tag: the clean sha, the UI links it
+        assert tags["mlflow.source.git.commit"] == tags["git_sha"].removesuffix("-dirty")
+        assert tags["git_dirty"] == str(tags["git_sha"].endswith("-dirty")).lower()
     monkeypatch.delenv("SANET_PIPELINE_RUN")
     assert "pipeline_run" not in run_tags(resolve({}), "abc123", "train")
 
@@ -237,6 +242,16 @@ def test_git_sha_is_the_head_commit_and_marks_a_dirty_tree(tmp_path: Path) -> No
     assert not git_sha(repo).endswith("-dirty")
     (repo / "dvc.lock").write_text("stages: {}")  # rewritten by `dvc repro` between stages: not a code change
     assert not git_sha(repo).endswith("-dirty")
+    # committed pipeline outputs (metrics, registry record) that `dvc repro` removes and rewrites while it runs
+    for output in ("reports/eval/market1501/metrics.json", "reports/registry.json", "outputs/train/history.csv"):
+        (repo / output).parent.mkdir(parents=True, exist_ok=True)
+        (repo / output).write_text("{}")
+        _git(repo, "add", output)
+    _git(repo, "commit", "-q", "-m", "outputs")
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    (repo / "reports/registry.json").unlink()
+    (repo / "reports/eval/market1501/metrics.json").write_text('{"rank1": 1}')
+    assert git_sha(repo) == head.stdout.strip()
     (repo / "a.txt").write_text("two")
     assert git_sha(repo) == head.stdout.strip() + "-dirty"
     outside = tmp_path / "plain"
@@ -280,7 +295,10 @@ def test_start_run_records_params_tags_and_success(store: str) -> None:
     run = _run(active.info.run_id)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "train sanet"
-    assert mlflow.MlflowClient().get_experiment(run.info.experiment_id).name == "bench"
+    experiment = mlflow.MlflowClient().get_experiment(run.info.experiment_id)
+    assert experiment.name == "bench"
+    # MLflow 3's UI opens it in the model-training view, not the GenAI one
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert run.data.params == {k: str(v) for k, v in flat_params(params).items()}
     assert {k: run.data.tags[k] for k in tags} == tags
     assert run.data.tags["stage"] == "train"
@@ -329,8 +347,8 @@ def test_resuming_a_run_keeps_its_params_and_notes_changes(store: str) -> None:
         assert again.info.run_id == first.info.run_id
     run = _run(first.info.run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.params["log_every"] == "10"  # MLflow params are write-once
-    assert run.data.tags["params_changed_on_resume"] == "log_every: 10 -> 5"
+    assert run.data.params["train.log_every"] == "10"  # MLflow params are write-once
+    assert run.data.tags["params_changed_on_resume"] == "train.log_every: 10 -> 5"
     assert run.data.tags["attempt"] == "2"
 
 

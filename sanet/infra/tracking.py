@@ -1,8 +1,10 @@
 """MLflow for every stage: where runs go, a fast pre-flight check, run naming and tags, params and batched metrics.
 
-Conventions (DESIGN section 6): one experiment per pipeline purpose; flat param names (`afe_layers`, `afe_kernel`,
-`triplet_weight`); metrics `<benchmark>/rank1`, `<benchmark>/mAP`; tags `git_sha`, `data_md5`, `variant`, `stage`,
-`profile` and, inside a pipeline, `pipeline_run` (from `SANET_PIPELINE_RUN`). Under DDP only rank 0 calls this module.
+Conventions (DESIGN section 6): one experiment per pipeline purpose; params under their dotted `params.yaml` keys
+(`model.afe.layers`: the names `--set` and `dvc exp run -S` take; issue 18 replaced DESIGN's short names); metrics
+`<benchmark>/rank1`, `<benchmark>/mAP`; tags `git_sha` (with MLflow's `mlflow.source.git.commit`), `data_md5`,
+`variant`, `stage`, `profile` and, inside a pipeline, `pipeline_run` (from `SANET_PIPELINE_RUN`). Under DDP only
+rank 0 calls this module.
 
 MLflow 3 refuses the plain file store, so the tracking URI is a database (`sqlite:///mlflow.db` locally, the default)
 or a tracking server (`http(s)://...` on the cluster). With a sqlite store, artifacts go to `./mlruns` under the
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TRACKING_URI",
     "PARAM_SECTIONS",
+    "PIPELINE_OUTPUT_PATHS",
     "PIPELINE_RUN_ENV",
     "MetricLogger",
     "TrackingError",
@@ -49,6 +52,7 @@ __all__ = [
     "model_label",
     "pipeline_run_id",
     "run_tags",
+    "source_tags",
     "start_run",
     "tracking_uri",
 ]
@@ -70,6 +74,11 @@ PARAM_SECTIONS: tuple[str, ...] = (
     "masks",
 )
 """Sections of `Params` logged as MLflow params (not synth, tracking, profiles: they do not change a result)."""
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""MLflow 3's UI opens an experiment of this kind in its model-training view (runs, metrics, charts), not the GenAI
+one (traces, evaluations) it guesses for an untagged experiment."""
 
 _MAX_PARAM_LENGTH = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH, without importing mlflow
 _MAX_TAG_LENGTH = 8000  # mlflow.utils.validation.MAX_TAG_VAL_LENGTH
@@ -188,43 +197,29 @@ def _leaves(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[t
 
 
 def flat_params(params: Params) -> dict[str, str | int | float | bool]:
-    """The parameters as flat MLflow param names, in a fixed order (DESIGN section 6).
+    """The parameters as MLflow params, named by their dotted `params.yaml` keys, in a fixed order.
 
-    A name drops the top-level section and joins the rest with `_`: `model.afe.layers` -> `afe_layers`,
-    `loss.triplet_weight` -> `triplet_weight`, `train.lr` -> `lr`. Where two keys would get the same short name, both
-    keep their full path (`input.height` -> `input_height`, `masks.height` -> `masks_height`). Top-level values
+    The names are the ones users type: `model.afe.layers`, `loss.triplet_weight`, `train.lr`, the keys of
+    `--set`, `dvc exp run -S` and `dvc exp show`, so one name finds a setting in all three. Top-level values
     (`profile`, `seed`) keep their own name. Lists become JSON strings; values are cut to MLflow's 6000 characters.
     """
     tree = params.model_dump(mode="json", include=set(PARAM_SECTIONS))
     ordered = {name: tree[name] for name in PARAM_SECTIONS if name in tree}
-    paths = list(_leaves(ordered))
-    names = {path: "_".join(path[1:] if len(path) > 1 else path) for path, _ in paths}
-    while True:
-        seen: dict[str, list[tuple[str, ...]]] = {}
-        for path, name in names.items():
-            seen.setdefault(name, []).append(path)
-        clashes = [group for group in seen.values() if len(group) > 1]
-        if not clashes:
-            break
-        changed = False
-        for group in clashes:
-            for path in group:
-                full = "_".join(path)
-                changed |= names[path] != full
-                names[path] = full
-        if not changed:  # two full paths join to the same name: cannot happen with the current schema
-            raise ValueError(
-                f"parameters {['.'.join(path) for group in clashes for path in group]} map to the same MLflow name"
-            )
-    return {names[path]: _param_value(value) for path, value in paths}
+    return {".".join(path): _param_value(value) for path, value in _leaves(ordered)}
+
+
+PIPELINE_OUTPUT_PATHS: tuple[str, ...] = ("dvc.lock", "reports", "outputs")
+"""What `dvc repro` writes inside the repository: DVC records these in `dvc.lock`, so they do not make a run dirty."""
 
 
 def git_sha(path: str | Path = ".") -> str:
     """The full sha of HEAD of the repository holding `path`, `-dirty` when tracked files have uncommitted changes.
 
-    `dvc.lock` does not count: `dvc repro` rewrites it after every stage, so every stage after the first would
-    otherwise tag its run dirty although the code is the commit's. "unknown" outside a git repository, without git,
-    or when git refuses (e.g. a repository owned by another user).
+    The pipeline's own outputs (`PIPELINE_OUTPUT_PATHS`: `dvc.lock`, `reports/`, `outputs/`) do not count: `dvc
+    repro` removes a stage's committed outputs (metrics, CMC, the registry record) before it runs the stage and
+    rewrites `dvc.lock` after it, so every later stage would otherwise tag its run dirty although the code,
+    parameters and data are the commit's; whether those outputs match the commit is what `dvc status` answers.
+    "unknown" outside a git repository, without git, or when git refuses (e.g. a repository owned by another user).
     """
 
     def git(*args: str) -> str:
@@ -232,12 +227,24 @@ def git_sha(path: str | Path = ".") -> str:
             ["git", "-C", str(path), *args], capture_output=True, text=True, check=True, timeout=30
         ).stdout.strip()
 
+    excluded = [f":(top,exclude){name}" for name in PIPELINE_OUTPUT_PATHS]
     try:
         sha = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)dvc.lock")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", *excluded)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
+
+
+def source_tags(sha: str) -> dict[str, str]:
+    """MLflow's own source tags for a `git_sha` value: `mlflow.source.git.commit` (the clean sha, when known),
+    `mlflow.source.name` and `mlflow.source.type`, so that the UI's source column and git link work; `git_dirty`
+    says whether the working tree differed from that commit."""
+    tags = {"mlflow.source.name": "sanet", "mlflow.source.type": "LOCAL"}
+    if sha != "unknown":
+        tags["mlflow.source.git.commit"] = sha.removesuffix("-dirty")
+        tags["git_dirty"] = str(sha.endswith("-dirty")).lower()
+    return tags
 
 
 def pipeline_run_id(inherited: str | None = None) -> str:
@@ -266,9 +273,12 @@ def model_label(params: Params) -> str:
 
 
 def run_tags(params: Params, data_md5: str, stage: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The tags of a stage's run: git_sha, data_md5, variant, stage, profile, pipeline_run (when set), then `extra`."""
+    """The tags of a stage's run: git_sha (with MLflow's `source_tags`), data_md5, variant, stage, profile,
+    pipeline_run (when set), then `extra`."""
+    sha = git_sha()
     tags = {
-        "git_sha": git_sha(),
+        "git_sha": sha,
+        **source_tags(sha),
         "data_md5": data_md5,
         "variant": params.model.variant,
         "stage": stage,
@@ -289,7 +299,9 @@ def _experiment_id(client: MlflowClient, name: str, artifact_location: str = "")
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name, artifact_location=artifact_location or None)
+            return client.create_experiment(
+                name, artifact_location=artifact_location or None, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
         except MlflowException:  # created by a concurrent process in the meantime
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
@@ -299,6 +311,8 @@ def _experiment_id(client: MlflowClient, name: str, artifact_location: str = "")
             f"MLflow experiment {name!r} (id {experiment.experiment_id}) is deleted: restore it with "
             f"`mlflow experiments restore --experiment-id {experiment.experiment_id}` or choose another name"
         )
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) is None:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return experiment.experiment_id
 
 

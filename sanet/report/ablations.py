@@ -21,25 +21,26 @@ if TYPE_CHECKING:
 ABLATION_BENCHMARK = "partial_ilids_p"
 """The paper's Tables 3 and 4 are on Partial-iLIDS-P."""
 
-ABLATED_PARAMS: tuple[str, ...] = ("variant", "afe_layers", "afe_kernel")
-"""Flat params (`sanet.infra.tracking.flat_params`) that Tables 3 and 4 vary."""
+ABLATED_PARAMS: tuple[str, ...] = ("model.variant", "model.afe.layers", "model.afe.kernel")
+"""MLflow params (`sanet.infra.tracking.flat_params`: dotted params.yaml keys) that Tables 3 and 4 vary."""
 
 RESULT_NEUTRAL_PARAMS: frozenset[str] = frozenset(
     {
-        "workers",  # data.workers
-        "evaluate",  # data.evaluate: which benchmarks, not how
-        "root",  # data.root: the data's content is compared through the data_md5 tag instead
-        "evaluation_batch_size",
-        "chunk_mib",  # memory budget of the distance chunks
-        "openpifpaf_device",
-        "openpifpaf_batch_size",
-        "train_out_dir",
-        "masks_out_dir",
-        "coverage_file",
-        "log_every",
+        "data.workers",
+        "data.evaluate",  # which benchmarks, not how
+        "data.root",  # the data's content is compared through the data_md5 tag instead
+        "evaluation.batch_size",
+        "evaluation.chunk_mib",  # memory budget of the distance chunks
+        "masks.openpifpaf.device",
+        "masks.openpifpaf.batch_size",
+        "train.out_dir",
+        "masks.out_dir",
+        "masks.coverage_file",
+        "masks.metrics_file",
+        "train.log_every",
     }
 )
-"""Flat params that do not change a result: an ablation run may differ from the current params in these.
+"""MLflow params that do not change a result: an ablation run may differ from the current params in these.
 (`tracking.*` is not logged as params at all.)"""
 
 
@@ -131,7 +132,8 @@ def search_ablations(params: Params, uri: str, reference: Evaluation | None) -> 
         if any(logged.get(name) != value for name, value in expected.items()):
             continue
         try:
-            key = (logged["variant"], int(logged["afe_layers"]), int(logged["afe_kernel"]))
+            variant, layers, kernel = (logged[name] for name in ABLATED_PARAMS)
+            key = (variant, int(layers), int(kernel))
         except (KeyError, ValueError):
             continue
         if key in found:
