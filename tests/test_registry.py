@@ -200,6 +200,7 @@ class Step:
     record: dict[str, Any]
     text: str
     provenance: dict[str, Any]
+    run: Any  # the register run: the full results, test-set md5s and the gate's numbers
 
 
 @dataclass
@@ -253,7 +254,14 @@ def history(
             text = out.read_text()
             provenance = json.loads((out.parent / "registry.provenance.json").read_text())
             steps[name] = Step(
-                result, dict(version.tags), version.run_id, dict(aliases), json.loads(text), text, provenance
+                result,
+                dict(version.tags),
+                version.run_id,
+                dict(aliases),
+                json.loads(text),
+                text,
+                provenance,
+                client.get_run(result.run_id),
             )
         promotion = promote(params, 3, REASON)
         after = _uris()
@@ -268,14 +276,29 @@ def test_the_first_version_becomes_champion_with_its_results_as_tags(history: Hi
     assert (r.version, r.source, r.decision.kind, r.champion_version) == (1, "train_run", "first", 1)
     assert step.aliases == {"candidate": "1", "champion": "1"}
     assert step.version_run_id == history.train_run_id  # registered from the training run's logged model
-    tags = step.tags
-    assert float(tags["market1501/rank1"]) == 0.80 and float(tags["partial_reid/mAP"]) == 0.40
-    assert float(tags["partial_reid/mINP"]) == 0.20
-    assert tags["partial_reid/data_md5"] == "partial_reid-test-set"
-    assert tags["params/afe_layers"] == "2" and tags["params/backbone"] == "resnet18"
-    assert tags["data_md5"] == TRAIN_DATA_MD5 and tags["source"] == "train_run"
+    tags = step.tags  # a handful, readable in the registry's versions table
+    assert set(tags) == {
+        "gate",
+        "gate_reason",
+        "gate_champion_version",
+        "git_sha",
+        "data_md5",
+        "model_md5",
+        "register_run_id",
+        "mean_rank1_holistic",
+        "mean_rank1_partial",
+    }
+    assert tags["data_md5"] == TRAIN_DATA_MD5 and tags["register_run_id"] == result.run_id
     assert tags["model_md5"] == file_md5(history.model_file) and tags["git_sha"]
-    assert (tags["gate"], tags["gate_champion_version"], tags["gate_tolerance_mAP"]) == ("first", "", "0.01")
+    assert (tags["gate"], tags["gate_champion_version"]) == ("first", "")
+    assert (float(tags["mean_rank1_holistic"]), float(tags["mean_rank1_partial"])) == (0.80, 0.50)
+    # the full results live on the register run the version names
+    run = step.run
+    assert run.data.metrics["market1501/rank1"] == 0.80 and run.data.metrics["partial_reid/mAP"] == 0.40
+    assert run.data.metrics["partial_reid/mINP"] == 0.20
+    assert run.data.tags["partial_reid/data_md5"] == "partial_reid-test-set"
+    assert run.data.params["model.afe.layers"] == "2" and run.data.params["model.backbone"] == "resnet18"
+    assert run.data.tags["gate_tolerance_mAP"] == "0.01" and run.data.tags["model_source"] == "train_run"
     record = step.record
     assert step.text == json.dumps(record, indent=2, sort_keys=True) + "\n"  # sorted keys, indent 2
     assert sorted(record) == ["benchmarks", "data_md5", "decision", "model_md5", "model_name"]  # nothing run-dependent
@@ -286,6 +309,9 @@ def test_the_first_version_becomes_champion_with_its_results_as_tags(history: Hi
     provenance = step.provenance  # MLflow's bookkeeping and the runs: the sidecar
     assert (provenance["model_name"], provenance["version"], provenance["source"]) == ("sanet", 1, "train_run")
     assert provenance["source_uri"].startswith("models:/m-") and provenance["model_md5"] == record["model_md5"]
+    # created by mlflow.register_model from the logged model: the model's page names its version
+    logged = mlflow.MlflowClient(server).get_logged_model(provenance["source_uri"].removeprefix("models:/"))
+    assert {"name": "sanet", "version": 1} in json.loads(logged.tags["mlflow.modelVersions"])
     train = history.train_run_id
     assert provenance["run_ids"] == {"register": result.run_id, "train": train, "model_source": train}
     assert provenance["aliases"] == {"candidate": 1, "champion": 1} and provenance["champion_version"] is None
@@ -304,8 +330,8 @@ def test_a_version_within_the_tolerance_takes_the_champion_alias(history: Histor
     assert (step.result.version, step.result.decision.kind, step.result.champion_version) == (2, "passed", 2)
     assert step.aliases == {"candidate": "2", "champion": "2"}
     assert step.tags["gate"] == "passed" and step.tags["gate_champion_version"] == "1"
-    assert float(step.tags["gate/partial_reid/rank1_delta"]) == -0.01  # exactly the tolerance
-    assert float(step.tags["gate/market1501/mAP_delta"]) == 0.01
+    assert float(step.run.data.tags["gate/partial_reid/rank1_delta"]) == -0.01  # exactly the tolerance
+    assert float(step.run.data.tags["gate/market1501/mAP_delta"]) == 0.01
     (exact,) = [
         c for c in step.record["decision"]["comparisons"] if (c["benchmark"], c["metric"]) == ("partial_reid", "rank1")
     ]
@@ -327,7 +353,7 @@ def test_a_regressing_version_stays_candidate_and_the_failure_is_recorded(histor
     assert step.aliases == {"candidate": "3", "champion": "2"}
     assert step.tags["gate"] == "failed" and step.tags["gate_champion_version"] == "2"
     assert "partial_reid mAP dropped 3.0 points (40.0% -> 37.0%)" in step.tags["gate_reason"]
-    assert float(step.tags["gate/partial_reid/mAP_delta"]) == -0.03
+    assert float(step.run.data.tags["gate/partial_reid/mAP_delta"]) == -0.03
     decision = step.record["decision"]
     assert decision["kind"] == "failed" and decision["passed"] is False
     assert decision["champion_model_md5"] == step.tags["model_md5"]  # the champion, by its model (not its version)
@@ -434,7 +460,8 @@ def test_without_a_logged_model_the_register_run_logs_it(
     client = mlflow.MlflowClient(sqlite_params.tracking.uri, registry_uri=sqlite_params.tracking.uri)
     version = client.get_model_version("sanet", "1")
     assert version.run_id == result.run_id  # the model was logged by the register run
-    assert version.tags["source"] == "register_run" and version.tags["data_md5"] == ""
+    assert version.tags["data_md5"] == ""
+    assert client.get_run(result.run_id).data.tags["model_source"] == "register_run"
     logged = client.get_logged_model(version.source.removeprefix("models:/"))
     assert logged.source_run_id == result.run_id
     provenance = json.loads((result.path.parent / "registry.provenance.json").read_text())

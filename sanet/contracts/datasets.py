@@ -17,3 +17,7 @@ PARTIAL_REID_DIR = "Partial-REID_Dataset"
 ILIDS_P_DIR = "Partial_iLIDS"
 ILIDS_O_DIR = "PartialILIDS"
 DATASET_DIRS = (MARKET_DIR, DUKE_DIR, PARTIAL_REID_DIR, ILIDS_P_DIR, ILIDS_O_DIR)
+
+PARTIAL_BENCHMARKS = frozenset({"partial_reid", "partial_reid_cropped", "partial_ilids_p", "partial_ilids_o"})
+"""The benchmarks whose queries are partial images (the others are holistic): the evaluation's routing groups and
+the registry's headline Rank-1 split by it."""

@@ -5,9 +5,12 @@ the process-wide tracking URI (the fluent run API, and the SQL registry store re
 source), so the commands run inside `global_tracking_uri(uri)`, which sets it for the block and puts back exactly
 what was there before (module state and environment), so that nothing leaks into the caller's process.
 
-Version tags (DESIGN section 6): `<benchmark>/<metric>` (fractions, as in metrics.json), `<benchmark>/data_md5` (the
-test set), `params/<name>` (`flat_params`), `git_sha`, `data_md5` (the training data), `source`, and the gate's
-`gate`, `gate_reason`, `gate_champion_version`, `gate_tolerance_<metric>`, `gate/<benchmark>/<metric>_delta`.
+Version tags are few, so the registry's versions table reads at a glance (issue 18): the gate's `gate`, `gate_reason`
+and `gate_champion_version`, `git_sha`, `data_md5` (the training data), `model_md5`, `register_run_id`, and the
+headline `mean_rank1_holistic` / `mean_rank1_partial`. The full results live on the register run the version names
+(`register_run_id`): metrics `<benchmark>/<metric>` (fractions, as in metrics.json, also linked to the logged
+model), tags `<benchmark>/data_md5` (the test set), the gate's tolerances and deltas, and the params. Versions
+registered before that change carry the full results as their own tags; `version_results` reads both.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CANDIDATE",
     "CHAMPION",
+    "REGISTER_RUN_TAG",
     "aliases",
     "all_versions",
     "ensure_registered_model",
@@ -44,6 +48,8 @@ __all__ = [
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
+REGISTER_RUN_TAG = "register_run_id"
+"""The version tag naming the register run that holds the version's full results."""
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
 _URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 _NOT_BENCHMARKS = ("params", "gate")
@@ -210,25 +216,39 @@ def find_logged_model(client: MlflowClient, run: Run) -> LoggedModel | None:
     return max(found, key=lambda model: (model.creation_timestamp or 0, model.model_id))
 
 
-def version_results(tags: Mapping[str, str]) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
-    """Read a version's `<benchmark>/<metric>` and `<benchmark>/data_md5` tags back: (metrics, test-set md5s).
-
-    Tags that are not numbers are skipped: a hand-edited tag must not break the gate of every later version.
-    """
+def _results(
+    values: Mapping[str, str | float], md5s: Mapping[str, str]
+) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Parse `<benchmark>/<metric>` values and `<benchmark>/data_md5` entries; non-numbers are skipped."""
     metrics: dict[str, dict[str, float]] = {}
     data: dict[str, str] = {}
-    for key, value in tags.items():
+    for key, value in [*values.items(), *md5s.items()]:
         benchmark, slash, name = key.partition("/")
         if not slash or "/" in name or benchmark in _NOT_BENCHMARKS or not benchmark:
             continue
         if name == "data_md5":
-            data[benchmark] = value
+            data[benchmark] = str(value)
             continue
         try:
             metrics.setdefault(benchmark, {})[name] = float(value)
         except ValueError:
             continue
     return metrics, data
+
+
+def version_results(client: MlflowClient, version: ModelVersion) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """A version's results: (`{benchmark: {metric: value}}`, `{benchmark: test-set md5}`).
+
+    Read from the register run the version names (`register_run_id`); a version registered before the results
+    moved there carries them as its own tags. A tag or metric that is not a number is skipped: a hand-edited value
+    must not break the gate of every later version.
+    """
+    tags = dict(version.tags)
+    run = find_run(client, tags.get(REGISTER_RUN_TAG)) if REGISTER_RUN_TAG in tags else None
+    if run is None or not run.data.metrics:
+        return _results(tags, {})
+    metrics = {key: value for key, value in run.data.metrics.items() if not key.startswith("gate/")}
+    return _results(metrics, {key: value for key, value in run.data.tags.items() if key.endswith("/data_md5")})
 
 
 def tag_value(value: Any) -> str:

@@ -1,16 +1,16 @@
 """How a registration is recorded: the version's tags and `reports/registry.json`.
 
-Both hold the benchmark results, the training and test data md5s and the gate's decision with its numbers, so the
-decision can be read in the MLflow UI and in the repository. The tags also hold the run-dependent provenance (git
-sha, runs, pipeline run); registry.json does not (it is a DVC output: `sanet.registry.registration`, and the sidecar
-`registry.provenance.json` holds them). registry.json is written atomically, keys sorted, indent 2: the same
+The version carries a handful of tags (the gate's decision, git sha, data md5, headline Rank-1); the register run it
+names holds the full results, test-set md5s and the gate's numbers (`sanet.registry.client`); registry.json holds the
+results and the decision, never the run-dependent provenance (git sha, runs, pipeline run: it is a DVC output, and
+the sidecar `registry.provenance.json` holds them). registry.json is written atomically, keys sorted, indent 2: the same
 registration always gives the same bytes.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +18,22 @@ from sanet.infra.atomic import atomic_write
 from sanet.registry.client import tag_value
 from sanet.registry.gate import GATE_METRICS, GateDecision
 
-__all__ = ["decision_tags", "result_tags", "write_record"]
+__all__ = ["decision_tags", "headline_tags", "result_tags", "write_record"]
 
 
-def result_tags(
-    metrics: Mapping[str, Mapping[str, float]], test_data: Mapping[str, str], flat: Mapping[str, Any]
-) -> dict[str, str]:
-    """`<benchmark>/<metric>`, `<benchmark>/data_md5` and `params/<name>` tags."""
-    tags: dict[str, str] = {}
-    for benchmark, values in metrics.items():
-        tags.update({f"{benchmark}/{metric}": tag_value(value) for metric, value in values.items()})
-        if test_data.get(benchmark):
-            tags[f"{benchmark}/data_md5"] = test_data[benchmark]
-    tags.update({f"params/{name}": tag_value(value) for name, value in flat.items()})
-    return tags
+def result_tags(metrics: Mapping[str, Mapping[str, float]], test_data: Mapping[str, str]) -> dict[str, str]:
+    """The register run's `<benchmark>/data_md5` tags (the test set each result was measured on)."""
+    return {f"{benchmark}/data_md5": test_data[benchmark] for benchmark in metrics if test_data.get(benchmark)}
+
+
+def headline_tags(metrics: Mapping[str, Mapping[str, float]], partial: Iterable[str]) -> dict[str, str]:
+    """The version's headline: the mean Rank-1 over the holistic and over the `partial` benchmarks evaluated."""
+    partial = set(partial)
+    groups = {
+        "mean_rank1_holistic": [v["rank1"] for b, v in metrics.items() if b not in partial and "rank1" in v],
+        "mean_rank1_partial": [v["rank1"] for b, v in metrics.items() if b in partial and "rank1" in v],
+    }
+    return {name: tag_value(round(sum(values) / len(values), 6)) for name, values in groups.items() if values}
 
 
 def decision_tags(decision: GateDecision, champion_version: int | None, tolerance: Any) -> dict[str, str]:

@@ -5,11 +5,12 @@ The DVC stage after `report`. In one MLflow run (stage `register`, experiment `t
 1. The model: the pyfunc the training run logged (`tracking.log_model`), found by its `source_run_id`; when the
    training run logged none or lives in another tracking store, the model file is logged in this run instead.
    The version's tag `source` says which (`train_run` | `register_run`).
-2. A new version of `registry.model_name` with every benchmark's metrics, the parameters, git sha and data md5s as
-   tags, and alias `candidate`.
+2. A new version of `registry.model_name`, made by `mlflow.register_model` from the logged model (so the model's
+   page shows its version), with a handful of tags (`sanet.registry.client`) and alias `candidate`; the run holds
+   every benchmark's metrics (linked to the logged model), the test-set md5s, the parameters and the gate's numbers.
 3. The gate (`sanet.registry.gate`) against the version holding alias `champion`: `champion` moves to the new
-   version when it passes (or when there is no champion yet). The decision and its numbers become version tags,
-   the run's metric `gate/passed`, and `reports/registry.json` (also logged in the run).
+   version when it passes (or when there is no champion yet). The decision becomes version tags, its numbers run
+   tags, the run's metric `gate/passed`, and `reports/registry.json` (also logged in the run).
 
 `reports/registry.json` (the stage's DVC output, committed) records what was registered and decided: the model's
 md5 and training data, its results per benchmark, and the gate's decision with its numbers (the champion named by
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sanet.registry.client import (
     CANDIDATE,
     CHAMPION,
+    REGISTER_RUN_TAG,
     aliases,
     ensure_registered_model,
     find_logged_model,
@@ -43,7 +45,7 @@ from sanet.registry.client import (
 from sanet.registry.errors import RegistryError
 from sanet.registry.gate import GateDecision, evaluate_gate
 from sanet.registry.inputs import Candidate, model_params, read_candidate
-from sanet.registry.record import decision_tags, result_tags, write_record
+from sanet.registry.record import decision_tags, headline_tags, result_tags, write_record
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -57,6 +59,8 @@ MODEL_DESCRIPTION = (
     "features (B, 5, D) float32 and visibility (B, 5) bool out. Versions come from `sanet register`; alias "
     "`candidate` is the newest, `champion` the one that passed the promotion gate (or `sanet promote`)."
 )
+VERSION_GATE_TAGS = ("gate", "gate_reason", "gate_champion_version")
+"""The gate's tags a version carries; its tolerances and per-benchmark deltas are on the register run."""
 _SOURCE_LABELS = {"train_run": "the training run's logged model", "register_run": "a model logged by this run"}
 
 
@@ -91,7 +95,7 @@ def _gate(
     """Run the gate of `candidate` against the champion version (its results read back from its tags)."""
     if champion_version is None:
         return evaluate_gate(candidate.metrics(), None, tolerance)
-    champion_metrics, champion_data = version_results(client.get_model_version(name, str(champion_version)).tags)
+    champion_metrics, champion_data = version_results(client, client.get_model_version(name, str(champion_version)))
     return evaluate_gate(candidate.metrics(), champion_metrics, tolerance, candidate.test_data(), champion_data)
 
 
@@ -185,9 +189,10 @@ def _register(
 ) -> RegisterResult:
     import mlflow
 
+    from sanet.contracts.datasets import PARTIAL_BENCHMARKS
     from sanet.infra.preflight import redact
     from sanet.infra.provenance import sidecar_path, training_sidecar, write_sidecar
-    from sanet.infra.tracking import flat_params, git_sha, log_file, pipeline_run_id, run_tags, start_run
+    from sanet.infra.tracking import git_sha, log_file, pipeline_run_id, run_tags, start_run
 
     run_params = model_params(params, candidate.params)
     tolerance = params.registry.tolerance
@@ -214,7 +219,6 @@ def _register(
     metrics = candidate.metrics()
     with start_run(run_params, stage="register", run_name=f"register {name} ({params.profile})", tags=tags) as run:
         run_id = run.info.run_id
-        mlflow.log_metrics({f"{b}/{metric}": float(v) for b, values in metrics.items() for metric, v in values.items()})
         if logged is not None:
             source: Literal["train_run", "register_run"] = "train_run"
         else:
@@ -225,28 +229,25 @@ def _register(
             logged = find_logged_model(client, client.get_run(run_id))
             if logged is None:  # log_feature_model finalises the model it logs: should not happen
                 raise RegistryError(f"the model logged in run {run_id} is not finished: rerun `sanet register`")
+        # the results as the run's metrics, linked to the logged model (its page in the UI shows them)
+        results = {f"{b}/{metric}": float(v) for b, values in metrics.items() for metric, v in values.items()}
+        mlflow.log_metrics(results, model_id=logged.model_id)
         ensure_registered_model(client, name, MODEL_DESCRIPTION)
         champion_version = aliases(client, name).get(CHAMPION)
         decision = _gate(client, name, champion_version, candidate, tolerance)
+        gate_tags = decision_tags(decision, champion_version, tolerance)
+        # the run holds the full results (metrics, test-set md5s, the gate's numbers); the version a handful of tags
+        mlflow.set_tags({**result_tags(metrics, candidate.test_data()), **gate_tags})
         version_tags = {
-            "source": source,
-            **provenance,
+            **{key: gate_tags[key] for key in VERSION_GATE_TAGS},
+            "git_sha": provenance["git_sha"],
+            "data_md5": provenance["data_md5"],
             "model_md5": candidate.model_md5,
-            "train_run_id": train_run_id or "",
-            "register_run_id": run_id,
-            "profile": run_params.profile,
-            "variant": run_params.model.variant,
-            **result_tags(metrics, candidate.test_data(), flat_params(run_params)),
-            **decision_tags(decision, champion_version, tolerance),
+            REGISTER_RUN_TAG: run_id,
+            **headline_tags(metrics, PARTIAL_BENCHMARKS),
         }
-        created = client.create_model_version(
-            name,
-            source=logged.model_uri,
-            run_id=logged.source_run_id,
-            tags=version_tags,
-            model_id=logged.model_id,
-            description=f"gate {decision.kind}: {decision.reason}",
-        )
+        created = mlflow.register_model(logged.model_uri, name, tags=version_tags)
+        client.update_model_version(name, created.version, description=f"gate {decision.kind}: {decision.reason}")
         version = int(created.version)
         client.set_registered_model_alias(name, CANDIDATE, str(version))
         if decision.passed:
@@ -279,5 +280,5 @@ def _register(
         )
         log_file(sidecar)
         mlflow.log_metric("gate/passed", 1.0 if decision.passed else 0.0)
-        mlflow.set_tags({"model_version": str(version), "gate": decision.kind, "model_source": source})
+        mlflow.set_tags({"model_version": str(version), "model_source": source})
     return RegisterResult(name, version, source, decision, after.get(CHAMPION), out, run_id)

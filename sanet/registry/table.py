@@ -104,7 +104,7 @@ def registry_table(params: Params) -> str:
         by_version: dict[int, list[str]] = {}
         for alias, number in aliases(client, name).items():
             by_version.setdefault(number, []).append(alias)
-    results = {int(v.version): version_results(v.tags)[0] for v in versions}
+        results = {int(v.version): version_results(client, v)[0] for v in versions}
     benchmarks = [b for b in params.data.evaluate if any(b in metrics for metrics in results.values())]
     header = ["version", "aliases", "created (UTC)", "gate", "git sha"]
     header += [label for _ in benchmarks for _, label in _METRICS]
