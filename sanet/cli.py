@@ -131,7 +131,7 @@ def cmd_masks(args: argparse.Namespace, params: Params) -> int:
         print(f"images in which {report.source} found nobody (empty masks): {report.no_person}")
         if report.not_listed:
             print(f"images the keypoint file does not list (empty masks): {report.not_listed}")
-        print(f"coverage written to {report.coverage_file}")
+        print(f"coverage written to {report.coverage_file}, its summary (the DVC metric) to {report.metrics_file}")
         print(
             f"speed: {report.images_per_second:.1f} images/s ({report.images} images in {report.seconds:.1f} s, "
             f"source {report.source}, device {report.device})"
@@ -229,6 +229,7 @@ def cmd_hpo(args: argparse.Namespace, params: Params) -> int:
             print(
                 f"sanet hpo: worker {args.worker} ran {result.trials_run} trials of {result.study}: "
                 f"{result.completed} complete, {result.pruned} pruned, {result.failed} failed"
+                + (f"; {result.duplicates} repeated settings skipped" if result.duplicates else "")
             )
         else:
             best = ", ".join(f"{key}={value}" for key, value in result.best_params.items())
@@ -373,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, help="output folder (default: train.out_dir)")
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when available")
     train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--quiet", action="store_true", help="no progress bars: one line per epoch instead (for logs)")
     train.add_argument(
         "--restart-stale",
         action="store_true",
@@ -451,7 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     hpo.add_argument("--worker", type=int, default=0, help="worker index: seeds this worker's sampler (hpo.seed + N)")
     hpo.add_argument("--trials", type=int, help="study size, all workers together (default hpo.trials)")
     hpo.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when available")
-    hpo.add_argument("--quiet", action="store_true", help="no progress bars")
+    hpo.add_argument(
+        "--quiet", action="store_true", help="no progress bars: one line per trial epoch instead (for logs)"
+    )
     hpo.set_defaults(func=cmd_hpo)
 
     kfp = sub.add_parser("kfp", help="Kubeflow pipelines: compile them, submit a run (docs/kubeflow.md)")

@@ -144,7 +144,12 @@ class MasksParams(_Section):
     height: int = Field(96, ge=8, le=1024)
     width: int = Field(32, ge=8, le=1024)
     out_dir: str = Field("masks", min_length=1, description="mask store folder (a DVC output)")
-    coverage_file: str = Field("reports/masks_coverage.json", min_length=1, description="coverage metric (JSON)")
+    coverage_file: str = Field(
+        "reports/masks_coverage.json", min_length=1, description="coverage per benchmark split and part (JSON)"
+    )
+    metrics_file: str = Field(
+        "reports/masks_metrics.json", min_length=1, description="coverage summary, the stage's DVC metric (JSON)"
+    )
     openpifpaf: PifPafParams = PifPafParams()
 
     @model_validator(mode="after")

@@ -139,6 +139,7 @@ def tiny_data(tiny_synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -
         root=tiny_synth_root,
         out_dir=masks,
         coverage_file=base / "cov.json",
+        metrics_file=base / "cov_summary.json",
         progress=False,
         track=False,
     )

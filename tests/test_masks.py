@@ -18,7 +18,7 @@ from sanet.config import ConfigError, Params, load_params
 from sanet.contracts.keypoints import COCO_KEYPOINTS, KEYPOINTS_FILE
 from sanet.contracts.parts import PARTS
 from sanet.data.synthetic.layouts import write_synthetic
-from sanet.masks.coverage import format_coverage
+from sanet.masks.coverage import coverage_summary, format_coverage
 from sanet.masks.errors import MasksError
 from sanet.masks.keypoints import CocoJsonSource, ImageItem, flags_to_confidence, nearest_person, read_coco_keypoints
 from sanet.masks.mask_files import MaskStore, write_folder
@@ -290,7 +290,14 @@ def small(tiny_synth_with, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def stored(small: Path) -> tuple[Path, object]:
     out = small.parent / "masks"
     report = run_masks(
-        demo_params(), "all", root=small, out_dir=out, coverage_file=out / "cov.json", progress=False, track=False
+        demo_params(),
+        "all",
+        root=small,
+        out_dir=out,
+        coverage_file=out / "cov.json",
+        metrics_file=out / "sum.json",
+        progress=False,
+        track=False,
     )
     return out, report
 
@@ -358,7 +365,14 @@ def test_coco_json_source_counts_unlisted_images(small: Path, tmp_path: Path) ->
     (tmp_path / "kps.json").write_text(json.dumps(coco))
     params = demo_params("masks.source=coco_json", f"masks.coco_json={tmp_path / 'kps.json'}")
     report = run_masks(
-        params, "partial_ilids_p", small, tmp_path / "m", tmp_path / "c.json", progress=False, track=False
+        params,
+        "partial_ilids_p",
+        small,
+        tmp_path / "m",
+        tmp_path / "c.json",
+        metrics_file=tmp_path / "s.json",
+        progress=False,
+        track=False,
     )
     assert report.not_listed == len(keep)  # the gallery is not in the file: empty masks, counted
     assert report.coverage["partial_ilids_p"]["gallery"]["global"] == 0.0
@@ -381,7 +395,22 @@ def test_cli_masks_and_preview(
     shutil.copy(template_db, db)
     argv = ["masks", "--benchmark", "all", "--root", str(small), "--out", str(out), "--quiet"]
     argv += ["--set", f"tracking.uri=sqlite:///{db}", "--set", "tracking.system_metrics=false"]
-    assert main([*argv, "--set", "profile=demo", "--set", f"masks.coverage_file={cov}", "--preview", str(png)]) == 0
+    assert (
+        main(
+            [
+                *argv,
+                "--set",
+                "profile=demo",
+                "--set",
+                f"masks.coverage_file={cov}",
+                "--set",
+                f"masks.metrics_file={cov}.sum",
+                "--preview",
+                str(png),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "images/s" in text.splitlines()[-3] and "partial_reid_cropped" in text and cov.is_file()
     # one MLflow run for the stage, with the coverage as metrics and as a file
@@ -428,7 +457,22 @@ def test_dvc_stage_declares_the_mask_outputs(repo_root: Path) -> None:
     params = load_params(repo_root / "params.yaml")
     assert stage["cmd"].startswith("sanet masks --benchmark all")
     assert "data" in stage["deps"] and "sanet/masks" in stage["deps"]
-    assert stage["outs"] == [params.masks.out_dir]
-    assert list(stage["metrics"][0]) == [params.masks.coverage_file]
+    assert stage["outs"] == [params.masks.out_dir, {params.masks.coverage_file: {"cache": False}}]
+    assert stage["metrics"] == [{params.masks.metrics_file: {"cache": False}}]  # the summary: a few columns
     assert all(p.startswith(("masks.", "profile", "data.", "profiles.")) for p in stage["params"])
     assert os.path.exists(repo_root / "sanet" / "masks" / "stage.py")
+
+
+def test_coverage_summary_pools_every_split_by_its_images() -> None:
+    """The stage's DVC metric: seven numbers, not one per benchmark, split and part (120 on the demo)."""
+    parts = {"head": 1.0, "upper_body": 1.0, "lower_body": 0.5, "feet": 0.0, "global": 1.0}
+    coverage = {
+        "a": {"query": {"images": 10, "no_person": 2, **parts}},
+        "b": {"gallery": {"images": 30, "no_person": 0, **parts, "feet": 1.0, "lower_body": 1.0}},
+    }
+    summary = coverage_summary(coverage)
+    assert list(summary) == ["images", "no_person_rate", *(f"visible/{part}" for part in parts)]
+    assert summary["images"] == 40 and summary["no_person_rate"] == 0.05
+    assert summary["visible/feet"] == 0.75 and summary["visible/lower_body"] == 0.875
+    assert summary["visible/head"] == 1.0
+    assert coverage_summary({}) == {"images": 0, "no_person_rate": 0.0, **{f"visible/{p}": 0.0 for p in parts}}

@@ -121,7 +121,13 @@ def test_real_openpifpaf_through_the_stage_finds_nobody_and_writes_empty_masks(
     )
     out = tmp_path / "masks"
     report = run_masks(
-        params, "partial_ilids_p", root=tiny_synth_root, out_dir=out, coverage_file=tmp_path / "c.json", track=False
+        params,
+        "partial_ilids_p",
+        root=tiny_synth_root,
+        out_dir=out,
+        coverage_file=tmp_path / "c.json",
+        metrics_file=tmp_path / "s.json",
+        track=False,
     )
     assert report.source == "openpifpaf" and report.device == "cpu"
     assert report.images == 2 * tiny_synth.partial.partial_ilids_ids

@@ -13,8 +13,8 @@ cluster run beyond the stage functions themselves. Every step:
 
 Layout of a run's work prefix `<work_root>/<run id>`: `data/` (the fetched benchmarks), `masks/`, `<train>/`
 (model.pt, metrics.json, history.csv, checkpoints/), `eval/<benchmark>/`, `reports/` (benchmark.md, figures/,
-masks_coverage.json, registry.json), `hpo/<space>/` (summary and plots; `hpo/<space>/train`, `.../eval/` for the
-best configuration).
+masks_coverage.json, masks_metrics.json, registry.json), `hpo/<space>/` (summary and plots; `hpo/<space>/train`,
+`.../eval/` for the best configuration).
 """
 
 from __future__ import annotations
@@ -165,6 +165,7 @@ def masks_step(
             masks_uri = join_uri(work_uri, "masks")
             upload(Path(params.masks.out_dir), masks_uri)
             upload(Path(params.masks.coverage_file), join_uri(work_uri, "reports"))
+            upload(Path(params.masks.metrics_file), join_uri(work_uri, "reports"))
             assert run_id is not None  # run_masks tracks by default: it logged its MLflow run
             return MasksStep(
                 masks_uri=masks_uri,

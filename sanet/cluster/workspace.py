@@ -58,6 +58,7 @@ def scratch_folders(scratch: Path) -> dict[str, Path]:
         "data": scratch / "data",
         "masks": scratch / "masks",
         "coverage": scratch / "masks_coverage.json",
+        "coverage_summary": scratch / "masks_metrics.json",
         "hpo": scratch / "hpo",
         "reports": scratch / "reports",
     }
@@ -71,6 +72,7 @@ def scratch_overrides(overrides: Sequence[str], scratch: Path) -> list[str]:
         f"data.root={folders['data']}",
         f"masks.out_dir={folders['masks']}",
         f"masks.coverage_file={folders['coverage']}",
+        f"masks.metrics_file={folders['coverage_summary']}",
         f"hpo.out_dir={folders['hpo'] / 'trials'}",
         f"hpo.reports_dir={folders['reports'] / 'hpo'}",
     ]

@@ -20,7 +20,7 @@ import torch
 from sanet.infra.atomic import atomic_write
 from sanet.model.afe import NOT_REACHED, SCALES
 
-__all__ = ["image_routes", "route_statistics", "routing_summary", "write_routing_plot"]
+__all__ = ["image_routes", "route_statistics", "routing_summary", "write_routing_note", "write_routing_plot"]
 
 _TOP_ROUTES = 8
 
@@ -147,3 +147,25 @@ def _routing_png(summary: Mapping[str, Any], title: str) -> bytes:
     figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
     plt.close(figure)
     return buffer.getvalue()
+
+
+def write_routing_note(path: str | Path, note: str, title: str) -> Path:
+    """The routing figure of a variant without adaptive routing: its title and why there is no path to show.
+
+    Every evaluation writes a routing figure, so that the stage's outputs are the same files for every variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.style
+
+    with matplotlib.style.context("default"):
+        figure, axis = plt.subplots(figsize=(11, 1.6))
+        axis.set_axis_off()
+        axis.text(0.5, 0.5, note, ha="center", va="center", fontsize=11, wrap=True)
+        figure.suptitle(title)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+        plt.close(figure)
+    data = buffer.getvalue()
+    return atomic_write(path, lambda handle: handle.write(data))

@@ -10,7 +10,8 @@ distance of `evaluation.distance` (paper Eq. 7 by default) and writes into `repo
 | `run.json` | what was evaluated: variant, backbone, AFE layers and kernel, profile, distance, data and model md5 |
 | `cmc.csv` | the CMC curve, ranks 1..`evaluation.max_rank` (a DVC plot) |
 | `ranked_list.png` | six queries with their top 10 gallery images, right matches framed green, wrong red |
-| `routing.json`, `routing.png` | the AFE's scale paths for partial (query) and holistic (gallery) images (Figure 4a) |
+| `routing.json`, `routing.png` | the AFE's scale paths for partial (query) and holistic (gallery) images (Figure 4a); |
+| | for a variant without adaptive routing, a note saying so |
 | `diagnostics.json`, `diagnostics.png` | method diagnostics (`diagnostics`): visibility per part, mask spread, |
 | | route variety, the AFE's share, Eq. 7 vs global-only, the no-network floor (needs the mask store; else a note) |
 
@@ -29,27 +30,29 @@ and to the git-ignored sidecar `<out>.provenance.json` beside the folder (`sanet
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from sanet.config import Params
-from sanet.contracts.datasets import MARKER_FILE
+from sanet.contracts.datasets import MARKER_FILE, PARTIAL_BENCHMARKS
 from sanet.contracts.files import EVAL_DIR, MODEL_FILE, TRAIN_DIR, EvalFiles
 from sanet.data.benchmarks import BENCHMARKS, build_benchmark
 from sanet.infra.atomic import atomic_write
 from sanet.infra.errors import EvaluationError
 
-__all__ = ["EvaluateResult", "run_evaluate"]
+if TYPE_CHECKING:
+    from mlflow import ActiveRun
 
-PARTIAL_BENCHMARKS = frozenset({"partial_reid", "partial_reid_cropped", "partial_ilids_p", "partial_ilids_o"})
+__all__ = ["EvaluateResult", "run_evaluate"]
 
 
 @dataclass
@@ -122,7 +125,7 @@ def run_evaluate(
     from sanet.evaluation.diagnostics.afe import AFEShareMeter
     from sanet.infra.hashing import file_md5, files_md5
     from sanet.infra.provenance import sidecar_path, training_sidecar, write_sidecar
-    from sanet.infra.tracking import check_tracking_uri, git_sha, tracking_uri
+    from sanet.infra.tracking import check_tracking_uri, git_sha, pipeline_run_id, tracking_uri
     from sanet.metrics.ranking import NoValidQueryError
 
     started = time.perf_counter()
@@ -141,21 +144,8 @@ def run_evaluate(
     torch_device = _device(device)
     model, trained, meta = load_model_file(model_file, map_location=torch_device)
     run_params = _evaluation_params(params, trained)
-    try:
-        # the training's thread count (CPU features depend on it); the caller's count comes back after it
-        with threads_during(run_params.train.threads) as threads, AFEShareMeter(model) as afe_meter:
-            result = evaluate_benchmark(model, data, run_params, torch_device, progress=progress)
-    except NoValidQueryError as exc:
-        raise EvaluationError(f"{benchmark} under {params.data.root}: {exc}") from None
-    assert result.distmat is not None and result.ranking is not None
-
-    metrics: dict[str, float] = {key: round(float(value), 6) for key, value in result.metrics.items()}
-    metrics |= {"num_query": result.num_query, "num_gallery": result.num_gallery}
-    speed = result.extracted.images_per_second
     query_paths = [r.path for r in data.query]
     data_md5 = files_md5([*query_paths, *(r.path for r in data.gallery)], params.data.root)
-    from sanet.infra.tracking import pipeline_run_id
-
     md5 = file_md5(model_file)
     # the training's MLflow run and pipeline run: its sidecar beside the model file (or an older model file's meta)
     trained_by = training_sidecar(model_file, md5)
@@ -184,29 +174,37 @@ def run_evaluate(
         "git_sha": git_sha(),
         "evaluated_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "device": torch_device.type,
-        "threads": threads,
         "cpu_kernels": describe_cpu_kernels(),
-        "images_per_second": round(speed, 1) if np.isfinite(speed) else None,
     }
+    # the run spans the work (its duration and system metrics are the evaluation's); a failure marks it FAILED
+    with _evaluation_run(run_params, benchmark, run_info, provenance, data_md5) as run:
+        try:
+            # the training's thread count (CPU features depend on it); the caller's count comes back after it
+            with threads_during(run_params.train.threads) as threads, AFEShareMeter(model) as afe_meter:
+                result = evaluate_benchmark(model, data, run_params, torch_device, progress=progress)
+        except NoValidQueryError as exc:
+            raise EvaluationError(f"{benchmark} under {params.data.root}: {exc}") from None
+        assert result.distmat is not None and result.ranking is not None
+        provenance["threads"] = threads
+        metrics: dict[str, float] = {key: round(float(value), 6) for key, value in result.metrics.items()}
+        metrics |= {"num_query": result.num_query, "num_gallery": result.num_gallery}
+        speed = result.extracted.images_per_second
+        provenance["images_per_second"] = round(speed, 1) if np.isfinite(speed) else None
 
-    diagnostics = _diagnostics(params, run_params, data, result, benchmark, model, trained, afe_meter, progress)
-    metrics |= _headline_diagnostics(diagnostics)
-
-    figures = [
-        atomic_write(layout.cmc, lambda handle: handle.write(_cmc_csv(result.cmc).encode())),
-        _write_ranked_list(layout.ranked_list, data, result, benchmark),
-        *_write_routing(layout, data, result, benchmark, trained),
-        *_write_diagnostics(layout, diagnostics, benchmark),
-    ]
-
-    def write_results(run_id: str | None) -> list[Path]:
-        provenance["mlflow_run_id"] = run_id
+        diagnostics = _diagnostics(params, run_params, data, result, benchmark, model, trained, afe_meter, progress)
+        metrics |= _headline_diagnostics(diagnostics)
+        figures = [
+            atomic_write(layout.cmc, lambda handle: handle.write(_cmc_csv(result.cmc).encode())),
+            _write_ranked_list(layout.ranked_list, data, result, benchmark),
+            *_write_routing(layout, data, result, benchmark, trained),
+            *_write_diagnostics(layout, diagnostics, benchmark),
+        ]
+        provenance["mlflow_run_id"] = run.info.run_id
         provenance["seconds"] = round(time.perf_counter() - started, 1)
-        results = [_write_json(layout.metrics, metrics), _write_json(layout.run, run_info), *figures]
-        return [*results, write_sidecar(sidecar_path(out), provenance)]
-
-    run_id, files = _log_to_mlflow(run_params, benchmark, metrics, speed, run_info, provenance, write_results, data_md5)
-    return EvaluateResult(benchmark, metrics, out, files, run_id, time.perf_counter() - started, speed)
+        files = [_write_json(layout.metrics, metrics), _write_json(layout.run, run_info), *figures]
+        files.append(write_sidecar(sidecar_path(out), provenance))
+        _log_results(benchmark, metrics, speed, threads, files)
+    return EvaluateResult(benchmark, metrics, out, files, run.info.run_id, time.perf_counter() - started, speed)
 
 
 def _write_ranked_list(path: Path, data: Any, result: Any, benchmark: str) -> Path:
@@ -224,8 +222,9 @@ def _write_ranked_list(path: Path, data: Any, result: Any, benchmark: str) -> Pa
 
 
 def _write_routing(files: EvalFiles, data: Any, result: Any, benchmark: str, trained: Params) -> list[Path]:
-    """routing.json always; routing.png for the adaptive variant (the others take every path, or have no AFE)."""
-    from sanet.evaluation.routing import routing_summary, write_routing_plot
+    """routing.json and routing.png: the AFE's paths for the adaptive variant; for the others (they take every path,
+    or have no AFE) the JSON and the figure say so."""
+    from sanet.evaluation.routing import routing_summary, write_routing_note, write_routing_plot
 
     routing = result.extracted.routing
     if routing is None:
@@ -234,7 +233,8 @@ def _write_routing(files: EvalFiles, data: Any, result: Any, benchmark: str, tra
             "variant": trained.model.variant,
             "note": f"the {trained.model.variant} variant has no adaptive routing (no per-image path to show)",
         }
-        return [_write_json(files.routing, summary)]
+        title = f"{benchmark}: AFE scale paths (Fig. 4a)"
+        return [_write_json(files.routing, summary), write_routing_note(files.routing_figure, summary["note"], title)]
     num_query = result.num_query
     is_query = np.arange(len(routing)) < num_query
     if benchmark in PARTIAL_BENCHMARKS:
@@ -298,24 +298,11 @@ def _write_diagnostics(files: EvalFiles, diagnostics: dict[str, Any], benchmark:
     ]
 
 
-def _log_to_mlflow(
-    params: Params,
-    benchmark: str,
-    metrics: dict[str, float],
-    speed: float,
-    run_info: dict[str, Any],
-    provenance: dict[str, Any],
-    write_results: Callable[[str | None], list[Path]],
-    data_md5: str,
-) -> tuple[str, list[Path]]:
-    """One MLflow run for this evaluation: params, `<benchmark>/...` metrics (and the extraction speed), tags, and
-    the files as artifacts.
-
-    The result files are written inside the run (`write_results(run_id)`), so the sidecar names it, and a failure
-    while writing them marks the run FAILED.
-    """
-    import mlflow
-
+@contextlib.contextmanager
+def _evaluation_run(
+    params: Params, benchmark: str, run_info: dict[str, Any], provenance: dict[str, Any], data_md5: str
+) -> Iterator[ActiveRun]:
+    """The evaluation's MLflow run, open for the whole evaluation: params, tags (benchmark, model, training run)."""
     from sanet.infra.tracking import model_label, run_tags, start_run
 
     tags = run_tags(
@@ -327,18 +314,23 @@ def _log_to_mlflow(
             "pipeline_run": provenance["pipeline_run"],
             "model_md5": run_info["model_md5"],
             "synthetic": str(run_info["synthetic"]).lower(),
-            "threads": str(provenance["threads"]),
             "cpu_kernels": provenance["cpu_kernels"],
             **({"train_run_id": provenance["train_run_id"]} if provenance["train_run_id"] else {}),
         },
     )
     run_name = f"evaluate {benchmark} · {model_label(params)} ({params.profile})"
     with start_run(params, stage="evaluate", run_name=run_name, tags=tags) as run:
-        logged = {f"{benchmark}/{key}": float(value) for key, value in metrics.items()}
-        if np.isfinite(speed):
-            logged[f"{benchmark}/images_per_second"] = float(speed)
-        mlflow.log_metrics(logged)
-        files = write_results(run.info.run_id)
-        for path in files:
-            mlflow.log_artifact(str(path), artifact_path=f"evaluate/{benchmark}")
-        return run.info.run_id, files
+        yield run
+
+
+def _log_results(benchmark: str, metrics: dict[str, float], speed: float, threads: int, files: list[Path]) -> None:
+    """The evaluation's `<benchmark>/...` metrics (and the extraction speed), thread count and files, in its run."""
+    import mlflow
+
+    logged = {f"{benchmark}/{key}": float(value) for key, value in metrics.items()}
+    if np.isfinite(speed):
+        logged[f"{benchmark}/images_per_second"] = float(speed)
+    mlflow.log_metrics(logged)
+    mlflow.set_tag("threads", str(threads))
+    for path in files:
+        mlflow.log_artifact(str(path), artifact_path=f"evaluate/{benchmark}")

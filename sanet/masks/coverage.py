@@ -1,8 +1,10 @@
 """Coverage of the stored masks: per benchmark split, the fraction of images in which each part is visible.
 
-It is the mask stage's DVC metric and its sanity check: whole-body galleries should show nearly every part, while
+It is the mask stage's sanity check: whole-body galleries should show nearly every part, while
 partial query sets (crops, occlusions) show fewer lower bodies and feet. A source that finds nobody shows up as a
-high ``no_person`` count and low fractions everywhere.
+high ``no_person`` count and low fractions everywhere. The full table (every benchmark, split and part: 120
+numbers) is a committed file; its summary (`coverage_summary`: seven numbers) is the stage's DVC metric, so that
+`dvc metrics show` and `dvc exp show` stay readable.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from sanet.contracts.parts import PARTS
 from sanet.infra.atomic import atomic_write
 from sanet.masks.mask_files import MaskStore
 
-__all__ = ["Coverage", "compute_coverage", "format_coverage", "write_coverage"]
+__all__ = [
+    "Coverage",
+    "compute_coverage",
+    "coverage_summary",
+    "format_coverage",
+    "write_coverage",
+    "write_coverage_summary",
+]
 
 Coverage = dict[str, dict[str, dict[str, float | int]]]
 """{benchmark: {split: {"images": n, "no_person": k, "head": fraction, ..., "global": fraction}}}."""
@@ -66,4 +75,23 @@ def format_coverage(coverage: Coverage) -> str:
 def write_coverage(path: str | Path, coverage: Coverage) -> Path:
     """Write the coverage as JSON (sorted keys, so that an unchanged result leaves the file unchanged), atomically."""
     text = json.dumps(coverage, indent=2, sort_keys=True) + "\n"
+    return atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def coverage_summary(coverage: Coverage) -> dict[str, float | int]:
+    """Seven numbers for `dvc metrics show`: images, the share in which the source found nobody, and per part the
+    share of all images showing it (every benchmark split pooled, weighted by its images)."""
+    entries = [entry for by_split in coverage.values() for entry in by_split.values()]
+    images = sum(int(entry["images"]) for entry in entries)
+    summary: dict[str, float | int] = {"images": images}
+    summary["no_person_rate"] = round(sum(int(e["no_person"]) for e in entries) / images, 4) if images else 0.0
+    for part in PARTS:
+        shown = sum(float(entry[part]) * int(entry["images"]) for entry in entries)
+        summary[f"visible/{part}"] = round(shown / images, 4) if images else 0.0
+    return summary
+
+
+def write_coverage_summary(path: str | Path, summary: Mapping[str, float | int]) -> Path:
+    """Write the summary as JSON (sorted keys), atomically: an unchanged result leaves the file unchanged."""
+    text = json.dumps(dict(summary), indent=2, sort_keys=True) + "\n"
     return atomic_write(path, lambda handle: handle.write(text.encode()))

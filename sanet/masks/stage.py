@@ -11,11 +11,13 @@ stage goes on.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -23,11 +25,20 @@ from tqdm import tqdm
 from sanet.config import MasksParams, Params
 from sanet.contracts.parts import NUM_PARTS
 from sanet.data.benchmarks import ReIDBenchmark, available_benchmarks, build_benchmark, read_image
-from sanet.masks.coverage import Coverage, compute_coverage, write_coverage
+from sanet.masks.coverage import (
+    Coverage,
+    compute_coverage,
+    coverage_summary,
+    write_coverage,
+    write_coverage_summary,
+)
 from sanet.masks.errors import MasksError
 from sanet.masks.keypoints import CocoJsonSource, ImageItem, KeypointSource, SyntheticSource, nearest_person
 from sanet.masks.mask_files import MaskStore, write_folder
 from sanet.masks.part_masks import part_masks
+
+if TYPE_CHECKING:
+    from mlflow import ActiveRun
 
 __all__ = [
     "MasksReport",
@@ -56,6 +67,7 @@ class MasksReport:
     folders: list[str] = field(default_factory=list)
     coverage: Coverage = field(default_factory=dict)
     coverage_file: Path | None = None
+    metrics_file: Path | None = None
     store_bytes: int = 0
     run_id: str | None = None
 
@@ -135,6 +147,7 @@ def run_masks(
     out_dir: str | Path | None = None,
     coverage_file: str | Path | None = None,
     source: KeypointSource | None = None,
+    metrics_file: str | Path | None = None,
     progress: bool = True,
     track: bool = True,
 ) -> MasksReport:
@@ -146,6 +159,7 @@ def run_masks(
         root: the data root (default ``params.data.root``).
         out_dir: the mask store folder (default ``params.masks.out_dir``).
         coverage_file: where the coverage JSON goes (default ``params.masks.coverage_file``).
+        metrics_file: where its summary, the stage's DVC metric, goes (default ``params.masks.metrics_file``).
         source: a keypoint source to use instead of the one ``params.masks.source`` names (tests, notebooks).
         progress: show a progress bar.
         track: record the run in MLflow (`report.run_id`); the tracking store is checked before any work.
@@ -183,25 +197,30 @@ def run_masks(
     }
     if source.name == "openpifpaf":
         info["checkpoint"] = Path(masks.openpifpaf.checkpoint).name
-    start = time.perf_counter()
-    with tqdm(total=total, desc=f"part masks ({source.name})", unit="img", disable=not progress) as bar:
-        for folder, files in folders.items():
-            folder_masks, keypoints, status = _folder_masks(folder, files, root.absolute(), source, masks, bar)
-            path = write_folder(out_dir, folder, files, folder_masks, keypoints, status, info)
-            report.no_person += status.count("no_person")
-            report.not_listed += status.count("not_listed")
-            report.store_bytes += sum(p.stat().st_size for p in path.iterdir())
-    report.seconds = time.perf_counter() - start
-    report.images = total
-    if source.name == "coco_json" and total and report.not_listed == total:
-        raise MasksError(
-            f"the keypoint file {masks.coco_json} lists none of the {total} images; its file_name entries must be "
-            f"paths relative to the data root, e.g. {next(iter(folders))}/{folders[next(iter(folders))][0]}"
-        )
-    report.coverage = compute_coverage(MaskStore(out_dir), splits)
-    report.coverage_file = write_coverage(coverage_file or masks.coverage_file, report.coverage)
-    if track:
-        report.run_id = _log_run(params, report)
+    # the run spans the work (its duration and system metrics are the stage's); a failure marks it FAILED
+    with _masks_run(params, report) if track else contextlib.nullcontext() as run:
+        start = time.perf_counter()
+        with tqdm(total=total, desc=f"part masks ({source.name})", unit="img", disable=not progress) as bar:
+            for folder, files in folders.items():
+                folder_masks, keypoints, status = _folder_masks(folder, files, root.absolute(), source, masks, bar)
+                path = write_folder(out_dir, folder, files, folder_masks, keypoints, status, info)
+                report.no_person += status.count("no_person")
+                report.not_listed += status.count("not_listed")
+                report.store_bytes += sum(p.stat().st_size for p in path.iterdir())
+        report.seconds = time.perf_counter() - start
+        report.images = total
+        if source.name == "coco_json" and total and report.not_listed == total:
+            raise MasksError(
+                f"the keypoint file {masks.coco_json} lists none of the {total} images; its file_name entries must be "
+                f"paths relative to the data root, e.g. {next(iter(folders))}/{folders[next(iter(folders))][0]}"
+            )
+        report.coverage = compute_coverage(MaskStore(out_dir), splits)
+        report.coverage_file = write_coverage(coverage_file or masks.coverage_file, report.coverage)
+        summary = coverage_summary(report.coverage)
+        report.metrics_file = write_coverage_summary(metrics_file or masks.metrics_file, summary)
+        if run is not None:
+            _log_results(report, summary)
+            report.run_id = run.info.run_id
     return report
 
 
@@ -239,25 +258,32 @@ def write_masks_preview(
     return write_preview(path, store, root, rows, per_split=per_split, min_confidence=params.masks.min_confidence)
 
 
-def _log_run(params: Params, report: MasksReport) -> str:
-    """The `masks` run of a pipeline: params, coverage per split and part, speed.
+@contextlib.contextmanager
+def _masks_run(params: Params, report: MasksReport) -> Iterator[ActiveRun]:
+    """The `masks` run of a pipeline, open while the masks are computed: params and tags (source, device)."""
+    from sanet.infra.tracking import run_tags, start_run
 
-    Coverage metrics are named `masks/<benchmark>/<split>/<part>` (fraction of images showing the part).
-    """
+    tags = run_tags(params, "", stage="masks", extra={"source": report.source, "device": report.device})
+    with start_run(params, stage="masks", run_name=f"masks {report.source} ({params.profile})", tags=tags) as run:
+        yield run
+
+
+def _log_results(report: MasksReport, summary: dict[str, float | int]) -> None:
+    """The run's metrics and files: the coverage summary (`masks/<name>`), coverage per split and part
+    (`masks/<benchmark>/<split>/<part>`, the fraction of images showing the part), the speed."""
     import mlflow
 
-    from sanet.infra.tracking import log_file, run_tags, start_run
+    from sanet.infra.tracking import log_file
 
     metrics = {"masks/images": float(report.images), "masks/images_per_second": report.images_per_second}
     metrics["masks/no_person"] = float(report.no_person)
+    metrics |= {f"masks/{name}": float(value) for name, value in summary.items() if name != "images"}
     for benchmark, splits in report.coverage.items():
         for split, values in splits.items():
             for key, value in values.items():
                 if key not in ("images", "no_person"):
                     metrics[f"masks/{benchmark}/{split}/{key}"] = float(value)
-    tags = run_tags(params, "", stage="masks", extra={"source": report.source, "device": report.device})
-    with start_run(params, stage="masks", run_name=f"masks {report.source} ({params.profile})", tags=tags) as run:
-        mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
-        if report.coverage_file is not None:
-            log_file(report.coverage_file, "masks")
-        return run.info.run_id
+    mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
+    for path in (report.coverage_file, report.metrics_file):
+        if path is not None:
+            log_file(path, "masks")

@@ -55,9 +55,10 @@ def run_report(
     Figures: `cmc.png`, `comparison.png` and, with a training history, `training.png`.
 
     Checks the tracking store first (an unreachable one fails in seconds, before any work), reads and checks the
-    inputs, searches MLflow for the ablation runs when `ablations`, renders everything, then opens one MLflow run
-    (stage `report`) that writes the files atomically and logs them as artifacts with the headline metrics
-    (`<benchmark>/rank1`, ...). A `training.png` left from an earlier report is removed when there is no history.
+    inputs, then opens one MLflow run (stage `report`) for the work: it searches MLflow for the ablation runs when
+    `ablations`, renders everything, writes the files atomically and logs them as artifacts with the headline
+    metrics (`<benchmark>/rank1`, ...). A `training.png` left from an earlier report is removed when there is no
+    history.
 
     Raises:
         ReportError: missing or malformed inputs (the message names the file and what to run).
@@ -75,16 +76,7 @@ def run_report(
     model_file = f"{params.train.out_dir}/model.pt"
     evaluations = load_evaluations(Path(eval_dir), params.data.evaluate, model_file)
     training = load_training(Path(train_dir))
-    if ablations:
-        search = search_ablations(params, uri, evaluations.get(ABLATION_BENCHMARK))
-    else:
-        search = AblationSearch(skipped="`sanet report --no-ablations` was given")
     synthetic = is_synthetic(evaluations)
-    rendered = render_figures(evaluations, training, synthetic)
-    figure_paths = {name: figures_dir / f"{name}.png" for name in rendered}
-    markdown = render_markdown(params, evaluations, training, search, out, figure_paths)
-    terminal = render_terminal_table(params, evaluations)
-
     primary = primary_evaluation(evaluations, params)
     trained_on = evaluations.get(params.data.train)
     extra = {
@@ -101,11 +93,20 @@ def run_report(
         if (value := evaluated[e.benchmark].get("pipeline_run") or e.run.get("pipeline_run"))
     ]
     extra["pipeline_run"] = pipeline_run_id(str(inherited[0]) if inherited else None)
-    ablation_runs = {"/".join(map(str, key)): found.run_id for key, found in sorted(search.runs.items())}
     tags = run_tags(
         params, data_md5=str(trained_on.run.get("data_md5") or "") if trained_on else "", stage="report", extra=extra
     )
+    # the run spans the work (the ablation search, the figures, the files); a failure marks it FAILED
     with start_run(params, stage="report", run_name=f"report ({params.profile})", tags=tags) as run:
+        if ablations:
+            search = search_ablations(params, uri, evaluations.get(ABLATION_BENCHMARK))
+        else:
+            search = AblationSearch(skipped="`sanet report --no-ablations` was given")
+        rendered = render_figures(evaluations, training, synthetic)
+        figure_paths = {name: figures_dir / f"{name}.png" for name in rendered}
+        markdown = render_markdown(params, evaluations, training, search, out, figure_paths)
+        terminal = render_terminal_table(params, evaluations)
+        ablation_runs = {"/".join(map(str, key)): found.run_id for key, found in sorted(search.runs.items())}
         written = []
         for name in ("cmc", "training", "comparison"):
             if name in rendered:
