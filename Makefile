@@ -27,8 +27,9 @@ PLOTS_STAMP := tools/plots/node_modules/.installed
 ABLATIONS ?= model.variant=hpnet model.variant=global model.variant=fixed_fe \
 	model.afe.layers=3 model.afe.layers=7 model.afe.kernel=1 model.afe.kernel=5
 ABLATION_SET ?=
+EXPS_FLAGS ?= -n 2
 
-.PHONY: help install pifpaf plots-js test lint format demo repro hpo registry plots ui ablations remote image lock clean
+.PHONY: help install pifpaf plots-js test lint format demo repro hpo registry plots ui exps screenshots ablations remote image lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -85,7 +86,8 @@ demo: install  ## set up and run the whole pipeline on the synthetic benchmark (
 	echo "  make registry              versions, aliases (candidate, champion) and metrics of the registered model" && \
 	echo "  make ui                    MLflow: every stage's run, grouped by the pipeline_run tag" && \
 	echo "  make plots                 DVC plots as a page that works offline (reports/plots/index.html)" && \
-	echo "  dvc metrics show / dvc plots diff / make ablations (Tables 3 and 4)"
+	echo "  make screenshots           the MLflow runs table and registry as PNGs (needs Chromium)" && \
+	echo "  dvc metrics diff HEAD~1 / dvc plots diff HEAD~1 / make exps / make ablations (Tables 3 and 4)"
 
 repro: install  ## `dvc repro` with one pipeline_run tag for all its MLflow runs
 	SANET_PIPELINE_RUN=$${SANET_PIPELINE_RUN:-repro-$$(date -u +%Y%m%d-%H%M%S)} $(BIN)/dvc repro
@@ -103,6 +105,15 @@ ui: install  ## start the MLflow UI on 127.0.0.1 (UI_PORT=5000) for the local ru
 	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)  (Ctrl-C stops it; runs of one pipeline share the pipeline_run tag)"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --default-artifact-root $(CURDIR)/mlruns \
 		--host 127.0.0.1 --port $(UI_PORT)
+
+exps: install  ## DVC experiments and the last two commits as a terminal table: what differs, Rank-1 and mAP
+	@# Plain `dvc exp show` lists every param, dependency and metric (hundreds of columns). This keeps the columns
+	@# whose values differ between the rows shown, without dependency hashes, and of the metrics Rank-1 and mAP.
+	$(BIN)/dvc exp show --only-changed --no-pager $(EXPS_FLAGS) --drop '(data|masks)$$|[^:]*/[^:]*$$|.*:(?!(rank1|mAP)$$)'
+
+screenshots: install  ## PNGs of the MLflow UI (runs table, registry) in headless Chromium: reports/screenshots/
+	$(BIN)/python tools/mlflow_screenshots.py --store sqlite:///$(CURDIR)/mlflow.db --artifacts $(CURDIR)/mlruns \
+		--out reports/screenshots
 
 ablations: install  ## Table 3 and 4: queue the ablation settings as DVC experiments, run them, refresh the report
 	@test -f outputs/train/model.pt || { echo "run \`make demo\` (or \`make repro\`) first: ablations compare to its run"; exit 1; }
@@ -143,4 +154,4 @@ LOCK_FLAGS = --python-version 3.11 --python-platform x86_64-manylinux_2_28 --ind
 
 clean:  ## remove the environment and generated outputs (not data/)
 	rm -rf $(VENV) .lockenv .pytest_cache .ruff_cache reports/synthetic_preview.png reports/masks_preview.png \
-		tools/plots/node_modules reports/plots
+		tools/plots/node_modules reports/plots reports/screenshots

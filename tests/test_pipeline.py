@@ -135,7 +135,7 @@ def test_one_mlflow_run_per_stage_grouped_by_the_pipeline_run(pipeline) -> None:
         if run.data.tags["stage"] == "evaluate":
             bench = run.data.tags["benchmark"]
             assert {f"{bench}/rank1", f"{bench}/mAP", f"{bench}/mINP"} <= set(run.data.metrics)
-            assert run.data.params["afe_layers"] == "2" and run.data.params["triplet_weight"] == "0.1"
+            assert run.data.params["model.afe.layers"] == "2" and run.data.params["loss.triplet_weight"] == "0.1"
     # the studies: one parent run per search space, each with its trial nested under it
     studies = client.get_experiment_by_name("sanet-hpo")
     hpo_runs = client.search_runs([studies.experiment_id])
@@ -167,3 +167,47 @@ def test_changing_an_evaluation_param_reruns_only_the_evaluations_and_report(pip
     (copy / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     changed = json.loads(_run(["dvc", "status", "--json"], copy, env).stdout)
     assert set(changed) == {f"evaluate@{b}" for b in BENCHMARKS}  # not the training: its outputs stay valid
+
+
+def test_dvc_compares_commits_without_a_remote(pipeline) -> None:
+    """Issue 18: the metrics, CMC curves and training history are committed outputs (cache: false), so DVC's
+    comparison commands work across commits in a clone that has no DVC remote (and no cache of older commits)."""
+    copy, env, _ = pipeline
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    _run(["git", "checkout", "params.yaml"], copy, env)  # the previous test's change
+    _run(["dvc", "repro"], copy, env)
+    _run(["git", "add", "-A"], copy, env)
+    _run([*git, "commit", "-qm", "results"], copy, env)
+    committed = set(_run(["git", "ls-files"], copy, env).stdout.split())
+    for name in BENCHMARKS:
+        assert {f"reports/eval/{name}/metrics.json", f"reports/eval/{name}/cmc.csv"} <= committed
+        assert f"reports/eval/{name}/ranked_list.png" not in committed  # the figures stay in DVC's cache
+    assert {"outputs/train/metrics.json", "outputs/train/history.csv", "reports/masks_metrics.json"} <= committed
+    # an experiment: a shorter CMC curve, committed
+    raw = yaml.safe_load((copy / "params.yaml").read_text())
+    raw["evaluation"]["max_rank"] = 20
+    (copy / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    _run(["dvc", "repro"], copy, env)
+    _run(["git", "add", "-A"], copy, env)
+    _run([*git, "commit", "-qm", "max_rank 20"], copy, env)
+    shutil.rmtree(copy / ".dvc" / "cache")  # what a fresh clone without a remote has of older commits: nothing
+
+    diff = json.loads(_run(["dvc", "metrics", "diff", "HEAD~1", "--all", "--json"], copy, env).stdout)
+    assert "rank1" in diff["reports/eval/market1501/metrics.json"]
+    plots = json.loads(_run(["dvc", "plots", "diff", "HEAD~1", "--json", "--split"], copy, env).stdout)
+    (cmc,) = plots["data"]["CMC curves"]
+    assert set(cmc["revisions"]) == {"workspace", "HEAD~1"}
+    # the data plots compare; an older commit's images (cached outputs) are only there when its cache is
+    errors = [json.dumps(error) for error in plots.get("errors") or []]
+    assert all(".png" in error or "figures" in error for error in errors), errors
+    params_diff = json.loads(_run(["dvc", "params", "diff", "HEAD~1", "--json"], copy, env).stdout)
+    assert params_diff["params.yaml"]["evaluation.max_rank"]["new"] == 20
+    shown = json.loads(_run(["dvc", "exp", "show", "--json", "-A"], copy, env).stdout)
+    for revision in shown:
+        assert not revision.get("error"), revision["error"]
+    # `make exps`: only what differs between the last two commits, no dependency hashes, no "!" (unreadable) cells
+    table = _run(["make", "-s", "exps", f"VENV={BIN.parent}"], copy, env | {"COLUMNS": "120"}).stdout
+    assert "evaluation.max_rank" in table and "!" not in table and ".dir" not in table
+    assert max(len(line) for line in table.splitlines()) <= 120
+    summary = json.loads((copy / "reports/masks_metrics.json").read_text())
+    assert len(summary) == 7 and 0.0 <= summary["visible/head"] <= 1.0
