@@ -18,6 +18,9 @@ Its signature, inferred from the input example, declares the uint8 image batch. 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -137,12 +140,34 @@ def log_feature_model(model_file: str | Path, params: Params, name: str = "model
     if mlflow.active_run() is None:
         raise TrackingError("log_feature_model needs an active MLflow run (sanet.infra.tracking.start_run)")
     example = np.zeros((2, params.input.height, params.input.width, 3), dtype=np.uint8)
-    info = mlflow.pyfunc.log_model(
-        name=name,
-        python_model=SANetFeatureModel(),
-        artifacts={"checkpoint": str(model_file)},
-        code_paths=[str(Path(sanet.__file__).parent)],
-        pip_requirements=pinned_requirements(),
-        input_example=example,
-    )
+    with _quiet_pickle_warning():
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=SANetFeatureModel(),
+            artifacts={"checkpoint": str(model_file)},
+            code_paths=[str(Path(sanet.__file__).parent)],
+            pip_requirements=pinned_requirements(),
+            input_example=example,
+        )
     return info.model_uri
+
+
+class _DropPickleWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_PICKLE_WARNING)
+
+
+_PICKLE_WARNING = "Passing a Python object as `python_model`"
+
+
+@contextlib.contextmanager
+def _quiet_pickle_warning() -> Iterator[None]:
+    """Leave out MLflow's CloudPickle warning from every training's output: the project knows the pyfunc wrapper is
+    pickled, and docs/mlflow.md says what that means for who may write the registry's artifact store."""
+    logger = logging.getLogger("mlflow.pyfunc")
+    dropper = _DropPickleWarning()
+    logger.addFilter(dropper)
+    try:
+        yield
+    finally:
+        logger.removeFilter(dropper)

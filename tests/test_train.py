@@ -40,10 +40,19 @@ def tiny_params(tiny_overrides: Callable[..., list[str]], store: Path, *extra: s
     return load_params(PARAMS_FILE, tiny_overrides(store, "tracking.log_model=false", *extra))
 
 
-def test_training_writes_its_outputs_and_one_complete_mlflow_run(tiny_overrides, tmp_path: Path) -> None:
+def test_training_writes_its_outputs_and_one_complete_mlflow_run(
+    tiny_overrides, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     overrides = ["train.temperature.schedule=exponential", "train.temperature.final=0.5", "tracking.log_model=true"]
     params = load_params(PARAMS_FILE, tiny_overrides(tmp_path, *overrides))
     result = run_train(params, out_dir=tmp_path / "out", device="cpu", progress=False)
+
+    # without progress bars (`--quiet`, a `dvc repro` log): one line per epoch, and no MLflow pickling warning
+    printed = capsys.readouterr()
+    lines = [line for line in printed.out.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert all(" loss " in line and " lr " in line and "img/s" in line and "ETA" in line for line in lines)
+    assert "CloudPickle" not in printed.out + printed.err
 
     assert not result.interrupted and result.epoch == 2 and result.global_step > 2
     out = tmp_path / "out"
@@ -64,8 +73,8 @@ def test_training_writes_its_outputs_and_one_complete_mlflow_run(tiny_overrides,
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED" and run.info.run_id == result.run_id
-    assert run.data.params["afe_layers"] == "2" and run.data.params["triplet_weight"] == "0.1"
-    assert run.data.params["lr"] == str(params.train.lr) and run.data.params["variant"] == "sanet"
+    assert run.data.params["model.afe.layers"] == "2" and run.data.params["loss.triplet_weight"] == "0.1"
+    assert run.data.params["train.lr"] == str(params.train.lr) and run.data.params["model.variant"] == "sanet"
     assert {"git_sha", "data_md5", "variant"} <= set(run.data.tags) and run.data.tags["variant"] == "sanet"
     assert len(run.data.tags["data_md5"]) == 32
     assert run.data.tags["model_md5"] == provenance["model_md5"]  # how `sanet register` finds this run
