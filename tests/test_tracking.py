@@ -394,3 +394,14 @@ def test_metric_logger_batches_until_flush(store: str) -> None:
 def test_metric_logger_needs_a_run(store: str) -> None:
     with pytest.raises(TrackingError, match="active MLflow run"):
         MetricLogger()
+
+
+def test_more_params_than_one_mlflow_batch_are_all_logged(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow takes at most 100 params per batch; the schema logs 100 today, so one more key must not break runs."""
+    import sanet.infra.tracking as tracking
+
+    monkeypatch.setattr(tracking, "_MAX_PARAMS_PER_BATCH", 7)
+    params = _params()
+    with start_run(params, stage="train", run_name="r", tags={}) as active:
+        pass
+    assert _run(active.info.run_id).data.params == {k: str(v) for k, v in flat_params(params).items()}

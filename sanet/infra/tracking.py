@@ -83,6 +83,7 @@ one (traces, evaluations) it guesses for an untagged experiment."""
 _MAX_PARAM_LENGTH = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH, without importing mlflow
 _MAX_TAG_LENGTH = 8000  # mlflow.utils.validation.MAX_TAG_VAL_LENGTH
 _MAX_METRICS_PER_BATCH = 1000  # mlflow.utils.validation.MAX_METRICS_PER_BATCH
+_MAX_PARAMS_PER_BATCH = 100  # mlflow.utils.validation.MAX_PARAMS_TAGS_PER_BATCH (the schema logs 100 today)
 _BARE_SCHEMES = ("databricks", "databricks-uc", "uc")
 
 
@@ -317,7 +318,8 @@ def _experiment_id(client: MlflowClient, name: str, artifact_location: str = "")
 
 
 def _log_params(client: MlflowClient, run_id: str, params: Params, resumed: bool) -> None:
-    """Log `flat_params` in one batch; on a resumed run, only the missing ones (MLflow refuses changed values)."""
+    """Log `flat_params` in batches of MLflow's 100; on a resumed run, only the missing ones (MLflow refuses changed
+    values)."""
     from mlflow.entities import Param, RunTag
 
     values = {name: str(value) for name, value in flat_params(params).items()}
@@ -329,7 +331,10 @@ def _log_params(client: MlflowClient, run_id: str, params: Params, resumed: bool
         if changed:
             tags.append(RunTag("params_changed_on_resume", "; ".join(changed)[:_MAX_TAG_LENGTH]))
     if values or tags:
-        client.log_batch(run_id, params=[Param(k, v) for k, v in values.items()], tags=tags)
+        logged = [Param(k, v) for k, v in values.items()]
+        for start in range(0, max(len(logged), 1), _MAX_PARAMS_PER_BATCH):
+            batch_tags = tags if start == 0 else []
+            client.log_batch(run_id, params=logged[start : start + _MAX_PARAMS_PER_BATCH], tags=batch_tags)
 
 
 def _end(run_id: str, status: str) -> None:
